@@ -1,0 +1,65 @@
+/**
+ * bootenv's durable state: one JSON file at the btrfs top level,
+ * `@bootenv/.bootenv.json`, beside the BE subvolumes. It records which
+ * subvolume is the installed root (GRUB's home), which BE boots by default,
+ * and per BE (keyed by subvolume UUID, so a rename needs no update) its
+ * origin, creation time and description. Written atomically under the global
+ * lock. Parse and serialize are pure and strict.
+ */
+import { BootenvError } from '../errors.js';
+
+export const CONTAINER = '@bootenv';
+export const STATE_FILE = '.bootenv.json';
+const FORMAT = 1;
+
+export interface BootEnvironmentRecord {
+  /** UUID of the subvolume it was snapshotted from (a BE or the installed root). */
+  originUuid: string | null;
+  /** ISO 8601. */
+  created: string;
+  description: string;
+}
+
+export interface BootenvState {
+  format: number;
+  /** Subvolume path of the installed root: GRUB's home, never a BE. */
+  installedRoot: string;
+  /** UUID of the BE that boots by default; null before init finished. */
+  defaultUuid: string | null;
+  environments: Record<string, BootEnvironmentRecord>;
+}
+
+export function parseState(text: string): BootenvState {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (error) {
+    throw new BootenvError('PARSE', `${CONTAINER}/${STATE_FILE} is not valid JSON`, { cause: error });
+  }
+  const state = raw as Partial<BootenvState>;
+  if (
+    typeof state !== 'object' ||
+    state === null ||
+    state.format !== FORMAT ||
+    typeof state.installedRoot !== 'string' ||
+    !(state.defaultUuid === null || typeof state.defaultUuid === 'string') ||
+    typeof state.environments !== 'object' ||
+    state.environments === null
+  ) {
+    throw new BootenvError('PARSE', `${CONTAINER}/${STATE_FILE} does not hold bootenv state of format ${FORMAT}`);
+  }
+  for (const [uuid, record] of Object.entries(state.environments)) {
+    if (typeof record?.created !== 'string' || typeof record.description !== 'string') {
+      throw new BootenvError('PARSE', `${CONTAINER}/${STATE_FILE}: bad record for ${uuid}`);
+    }
+  }
+  return state as BootenvState;
+}
+
+export function serializeState(state: BootenvState): string {
+  return `${JSON.stringify(state, null, 2)}\n`;
+}
+
+export function newState(installedRoot: string): BootenvState {
+  return { format: FORMAT, installedRoot, defaultUuid: null, environments: {} };
+}

@@ -1,0 +1,203 @@
+/**
+ * The beadm command line: a table of commands, each parsing its options,
+ * calling one library function and handing what it returned to the renderer.
+ * This is the only layer that writes to stdout/stderr or decides the exit
+ * status (see EXIT_CODES); it never exits mid-flight — on a signal it lets
+ * the running operation unwind through its cleanup first.
+ */
+import { Command, CommanderError } from 'commander';
+import {
+  activateBootEnvironment,
+  checkSystem,
+  completeBoot,
+  createBootEnvironment,
+  destroyBootEnvironment,
+  initialize,
+  listBootEnvironments,
+  mountBootEnvironment,
+  renameBootEnvironment,
+  unmountBootEnvironment,
+  type BootEnvironment,
+  type Options,
+} from '../be/library.js';
+import { EXIT_CODES, asBootenvError, type BootenvError } from '../errors.js';
+import { renderError, renderErrorJson, renderJson, renderList, renderListScripted } from './render.js';
+
+declare const BOOTENV_VERSION: string;
+
+export interface CliOutput {
+  stdout: string;
+  stderr: string;
+  exitStatus: number;
+}
+
+interface Reply {
+  /** What --json prints. */
+  data: unknown;
+  /** What people read. */
+  text: string;
+}
+
+function libraryOptions(): Options {
+  const wait = process.env.BOOTENV_LOCK_TIMEOUT;
+  return wait !== undefined && /^\d+$/.test(wait) ? { lockWaitSeconds: Number(wait) } : {};
+}
+
+function environmentReply(environment: BootEnvironment, sentence: string): Reply {
+  return { data: environment, text: `${sentence}\n` };
+}
+
+function buildProgram(setReply: (reply: Reply) => void, setScripted: (value: boolean) => void): Command {
+  const program = new Command('beadm')
+    .description('Manage boot environments (writable btrfs snapshots of the root filesystem) on Debian and Ubuntu.')
+    .version(typeof BOOTENV_VERSION === 'string' ? BOOTENV_VERSION : 'development')
+    .option('--json', 'print the result as one JSON document on stdout')
+    .showHelpAfterError()
+    .exitOverride();
+  const options = libraryOptions();
+
+  program
+    .command('check')
+    .description('exit 0 if this system can use boot environments; silent (see exit codes)')
+    .option('-v, --verbose', 'say why not')
+    .action(async () => {
+      await checkSystem();
+      setReply({ data: { usable: true }, text: '' });
+    });
+
+  program
+    .command('init')
+    .description('adopt the installed system: its root becomes the first BE, activated for the next boot')
+    .option('-n, --name <name>', 'name of the first BE (default: ID-VERSION_ID from os-release)')
+    .option('-d, --description <text>', 'description of the first BE')
+    .action(async (commandOptions: { name?: string; description?: string }) => {
+      const environment = await initialize({ ...options, ...commandOptions });
+      setReply(environmentReply(environment, `Created boot environment ${environment.name} (${environment.subvolume}) from the installed root; it boots by default from the next boot on.`));
+    });
+
+  program
+    .command('create')
+    .description('create a BE as a snapshot of the running BE (or of SOURCE)')
+    .argument('<name>', 'name of the new BE')
+    .option('-e, --source <source>', 'BE to clone instead of the running one')
+    .option('-a, --activate', 'activate the new BE for the next boot')
+    .option('-d, --description <text>', 'description')
+    .action(async (name: string, commandOptions: { source?: string; activate?: boolean; description?: string }) => {
+      const environment = await createBootEnvironment({ ...options, ...commandOptions, name });
+      setReply(environmentReply(environment, `Created boot environment ${name} (${environment.subvolume})${commandOptions.activate ? '; it boots by default from the next boot on' : ''}.`));
+    });
+
+  program
+    .command('list')
+    .description('list BEs; Active: N running now, R default on next boot, T next boot only')
+    .option('-H', 'no header, tab-separated, raw numbers (for scripts)')
+    .action(async (commandOptions: { H?: boolean }) => {
+      const environments = await listBootEnvironments(options);
+      setScripted(commandOptions.H === true);
+      setReply({ data: environments, text: commandOptions.H ? renderListScripted(environments) : renderList(environments) });
+    });
+
+  program
+    .command('activate')
+    .description('boot NAME from the next boot on (or, with -t, on the next boot only)')
+    .argument('<name>', 'BE to activate')
+    .option('-t, --temporary', 'next boot only (one-shot)')
+    .action(async (name: string, commandOptions: { temporary?: boolean }) => {
+      const environment = await activateBootEnvironment(name, { ...options, ...commandOptions });
+      setReply(environmentReply(environment, commandOptions.temporary ? `Boot environment ${name} boots once, on the next boot.` : `Boot environment ${name} boots by default from the next boot on.`));
+    });
+
+  program
+    .command('destroy')
+    .description('destroy a BE (never the running or next-boot BE)')
+    .argument('<name>', 'BE to destroy')
+    .option('-F, --force', 'unmount it first if it is mounted')
+    .action(async (name: string, commandOptions: { force?: boolean }) => {
+      const destroyed = await destroyBootEnvironment(name, { ...options, ...commandOptions });
+      setReply({ data: destroyed, text: `Destroyed boot environment ${name} (${destroyed.subvolume}).\n` });
+    });
+
+  program
+    .command('rename')
+    .description('rename a BE that is not mounted')
+    .argument('<old>', 'current name')
+    .argument('<new>', 'new name')
+    .action(async (from: string, to: string) => {
+      const environment = await renameBootEnvironment(from, to, options);
+      setReply(environmentReply(environment, `Renamed boot environment ${from} to ${to}.`));
+    });
+
+  program
+    .command('mount')
+    .description('mount a BE read-write at DIR (default: a new /tmp/be_mount.XXXXXX)')
+    .argument('<name>', 'BE to mount')
+    .argument('[dir]', 'mount point')
+    .action(async (name: string, directory: string | undefined) => {
+      const environment = await mountBootEnvironment(name, directory, options);
+      setReply({ data: environment, text: `${environment.mountpoint}\n` });
+    });
+
+  program
+    .command('unmount')
+    .alias('umount')
+    .description('unmount a BE mounted with beadm mount')
+    .argument('<name>', 'BE to unmount')
+    .action(async (name: string) => {
+      const environment = await unmountBootEnvironment(name, options);
+      setReply(environmentReply(environment, `Unmounted boot environment ${name}.`));
+    });
+
+  program
+    .command('boot-complete')
+    .description("clear a one-shot activation once its BE has booted (run by bootenv's boot unit)")
+    .action(async () => {
+      const result = await completeBoot(options);
+      setReply({ data: result, text: result.cleared === null ? '' : `Cleared the one-shot activation of ${result.cleared}.\n` });
+    });
+
+  return program;
+}
+
+/** Runs beadm with `argv` (without node and script) and returns what to print and the exit status. */
+export async function runCli(argv: readonly string[]): Promise<CliOutput> {
+  let reply: Reply | undefined;
+  let scripted = false;
+  let help = '';
+  const program = buildProgram(
+    (value) => {
+      reply = value;
+    },
+    (value) => {
+      scripted = value;
+    },
+  );
+  program.configureOutput({ writeOut: (text) => (help += text), writeErr: (text) => (help += text) });
+  for (const command of program.commands) {
+    command.exitOverride().configureOutput({ writeOut: (text) => (help += text), writeErr: (text) => (help += text) });
+  }
+  const json = argv.includes('--json');
+  const verbose = argv.includes('-v') || argv.includes('--verbose');
+  const isCheck = argv.find((word) => !word.startsWith('-')) === 'check';
+  try {
+    await program.parseAsync([...argv], { from: 'user' });
+  } catch (caught) {
+    if (caught instanceof CommanderError) {
+      if (caught.exitCode === 0) return { stdout: help, stderr: '', exitStatus: 0 };
+      return { stdout: '', stderr: help, exitStatus: EXIT_CODES.USAGE };
+    }
+    const error = asBootenvError(caught);
+    if (isCheck && !verbose && !json) return { stdout: '', stderr: '', exitStatus: error.exitStatus };
+    return {
+      stdout: json ? renderErrorJson(error) : '',
+      stderr: renderError(error) + internalDetail(error),
+      exitStatus: error.exitStatus,
+    };
+  }
+  if (reply === undefined) return { stdout: help, stderr: '', exitStatus: 0 };
+  return { stdout: json && !scripted ? renderJson(reply.data) : reply.text, stderr: '', exitStatus: 0 };
+}
+
+function internalDetail(error: BootenvError): string {
+  if (error.code !== 'INTERNAL' || !(error.cause instanceof Error)) return '';
+  return `${error.cause.stack ?? ''}\n`;
+}

@@ -1,0 +1,79 @@
+/**
+ * The one place that spawns processes. Commands are argv arrays (never shell
+ * strings), run with a fixed PATH and LC_ALL=C so that the output every parser
+ * sees is the same on every system. A non-zero exit is an error unless the
+ * caller lists it as expected; a missing program is TOOL_MISSING, not a crash.
+ */
+import { accessSync, constants } from 'node:fs';
+import { execa } from 'execa';
+import { BootenvError } from '../errors.js';
+import { throwIfInterrupted } from './scope.js';
+
+export const FIXED_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+export interface CommandResult {
+  argv: readonly string[];
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface RunOptions {
+  /** Exit codes other than 0 that are an answer, not a failure. */
+  okExitCodes?: readonly number[];
+  /** Text written to the command's standard input. */
+  input?: string;
+  /** Extra environment variables, on top of the fixed ones. */
+  env?: Record<string, string>;
+  /** Let the command write straight to our stdout/stderr (long-running tools). */
+  inheritOutput?: boolean;
+}
+
+/**
+ * Runs argv and waits for it. Throws TOOL_MISSING when the program does not
+ * exist and COMMAND_FAILED (with stderr in the message) when it exits with a
+ * status not in `okExitCodes`.
+ */
+export async function run(argv: readonly string[], options: RunOptions = {}): Promise<CommandResult> {
+  const [file, ...args] = argv;
+  if (file === undefined) throw new BootenvError('INTERNAL', 'run() called with an empty argv');
+  throwIfInterrupted();
+  const result = await execa(file, args, {
+    env: { ...options.env, PATH: FIXED_PATH, LC_ALL: 'C' },
+    extendEnv: true,
+    reject: false,
+    stripFinalNewline: false,
+    ...(options.input === undefined ? { stdin: 'ignore' as const } : { input: options.input }),
+    ...(options.inheritOutput ? { stdout: 'inherit' as const, stderr: 'inherit' as const } : {}),
+  });
+  const stdout = typeof result.stdout === 'string' ? result.stdout : '';
+  const stderr = typeof result.stderr === 'string' ? result.stderr : '';
+  if (result.failed && result.exitCode === undefined) {
+    const code = (result.cause as NodeJS.ErrnoException | undefined)?.code;
+    if (code === 'ENOENT') {
+      throw new BootenvError('TOOL_MISSING', `${file} is not installed`, {
+        cause: result.cause,
+        hint: `install the package that provides ${file}`,
+      });
+    }
+    throw new BootenvError('COMMAND_FAILED', `${argv.join(' ')}: ${result.shortMessage}`, { cause: result.cause });
+  }
+  const exitCode = result.exitCode ?? 1;
+  if (exitCode !== 0 && !(options.okExitCodes ?? []).includes(exitCode)) {
+    const detail = stderr.trim() || stdout.trim() || `exit status ${exitCode}`;
+    throw new BootenvError('COMMAND_FAILED', `${argv.join(' ')} failed: ${detail}`, { cause: result });
+  }
+  return { argv, exitCode, stdout, stderr };
+}
+
+/** True when `program` is an executable file in one of the fixed PATH's directories. */
+export function haveProgram(program: string): boolean {
+  return FIXED_PATH.split(':').some((dir) => {
+    try {
+      accessSync(`${dir}/${program}`, constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}

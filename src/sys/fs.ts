@@ -1,0 +1,144 @@
+/**
+ * File access for the layers above. Reads are plain; every write is either an
+ * atomic replace (write a temporary file beside the target, fsync it, rename it
+ * over the target, fsync the directory) so that a crash leaves the old or the
+ * new content and never a torn file, or a single directory operation.
+ */
+import { constants, promises as fs } from 'node:fs';
+import path from 'node:path';
+import { BootenvError } from '../errors.js';
+import { throwIfInterrupted } from './scope.js';
+
+/** Reads a text file; undefined when it does not exist. */
+export async function readTextIfExists(file: string): Promise<string | undefined> {
+  try {
+    return await fs.readFile(file, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new BootenvError('INTERNAL', `cannot read ${file}: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+/** Reads a text file that must exist. */
+export async function readText(file: string): Promise<string> {
+  const text = await readTextIfExists(file);
+  if (text === undefined) throw new BootenvError('NOT_FOUND', `${file} does not exist`);
+  return text;
+}
+
+export async function pathExists(file: string): Promise<boolean> {
+  try {
+    await fs.lstat(file);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function isDirectory(file: string): Promise<boolean> {
+  try {
+    return (await fs.stat(file)).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/** Names in a directory; empty when it does not exist. */
+export async function listDirectory(dir: string): Promise<string[]> {
+  try {
+    return await fs.readdir(dir);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw new BootenvError('INTERNAL', `cannot list ${dir}: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+/**
+ * Replaces `file` with `content` atomically and durably. Keeps the mode of an
+ * existing file (else `mode`). Changes only `file` (and a temporary sibling
+ * that is gone afterwards).
+ */
+export async function writeFileAtomic(file: string, content: string, mode = 0o644): Promise<void> {
+  throwIfInterrupted();
+  const dir = path.dirname(file);
+  const temporary = path.join(dir, `.${path.basename(file)}.bootenv-${process.pid}`);
+  let finalMode = mode;
+  try {
+    finalMode = (await fs.stat(file)).mode & 0o7777;
+  } catch {
+    // a new file gets `mode`
+  }
+  const handle = await fs.open(temporary, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, finalMode);
+  try {
+    await handle.writeFile(content, 'utf8');
+    await handle.chmod(finalMode);
+    await handle.sync();
+  } catch (error) {
+    await handle.close();
+    await fs.rm(temporary, { force: true });
+    throw new BootenvError('INTERNAL', `cannot write ${file}: ${(error as Error).message}`, { cause: error });
+  }
+  await handle.close();
+  try {
+    await fs.rename(temporary, file);
+  } catch (error) {
+    await fs.rm(temporary, { force: true });
+    throw new BootenvError('INTERNAL', `cannot replace ${file}: ${(error as Error).message}`, { cause: error });
+  }
+  await syncDirectory(dir);
+}
+
+/** Renames atomically and makes the rename durable. */
+export async function renamePath(from: string, to: string): Promise<void> {
+  throwIfInterrupted();
+  await fs.rename(from, to);
+  await syncDirectory(path.dirname(to));
+}
+
+async function syncDirectory(dir: string): Promise<void> {
+  const handle = await fs.open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Creates a directory (and parents); returns true when it did not exist before. */
+export async function makeDirectory(dir: string, mode = 0o755): Promise<boolean> {
+  throwIfInterrupted();
+  const existed = await isDirectory(dir);
+  await fs.mkdir(dir, { recursive: true, mode });
+  return !existed;
+}
+
+/** Creates a fresh directory named `prefix` + random suffix; returns its path. */
+export async function makeTemporaryDirectory(prefix: string): Promise<string> {
+  throwIfInterrupted();
+  await fs.mkdir(path.dirname(prefix), { recursive: true, mode: 0o700 });
+  return fs.mkdtemp(prefix);
+}
+
+/** Removes an empty directory; a missing one is not an error. */
+export async function removeEmptyDirectory(dir: string): Promise<void> {
+  try {
+    await fs.rmdir(dir);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+}
+
+/** Removes a file; a missing one is not an error. */
+export async function removeFile(file: string): Promise<void> {
+  await fs.rm(file, { force: true });
+}
+
+/** Flushes a file's data to disk (before renaming it into place). */
+export async function syncFile(file: string): Promise<void> {
+  const handle = await fs.open(file, constants.O_RDONLY);
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
