@@ -44,13 +44,16 @@ export interface QgroupUsage {
   exclusiveBytes: number;
 }
 
-const QGROUP_HEADER = /^Qgroupid\s+Referenced\s+Exclusive(\s+Max exclusive)?(\s+Path)?\s*$/;
+/** btrfs-progs ≥ 6.0.1 names the columns and adds Path; older ones print qgroupid, rfer, excl. */
+const QGROUP_HEADER =
+  /^(?:Qgroupid\s+Referenced\s+Exclusive(?:\s+Max exclusive)?(?:\s+Path)?|qgroupid\s+rfer\s+excl(?:\s+max_excl)?)\s*$/;
 const QGROUP_RULE = /^[-\s]+$/;
 const QGROUP_LINE = /^(\d+)\/(\d+)\s+(\d+)\s+(\d+)(?:\s+(?:none|\d+))?(?:\s+.*)?$/;
 
 /**
- * Parses `btrfs qgroup show --raw` (with or without -e, with or without the
- * Path column of btrfs-progs ≥ 6.1). Returns level-0 qgroups only.
+ * Parses `btrfs qgroup show --raw` (with or without -e; in the format of
+ * btrfs-progs ≥ 6.0.1 with its Path column, or the older one without).
+ * Returns level-0 qgroups only.
  */
 export function parseQgroupShow(output: string): QgroupUsage[] {
   const usages: QgroupUsage[] = [];

@@ -36,8 +36,9 @@ export function compareKernelVersions(a: string, b: string): number {
     const right = partsB[index] ?? '';
     if (left === right) continue;
     const numeric = index % 2 === 1;
-    if (numeric && left !== '' && right !== '') return Number(left) - Number(right);
-    return left < right ? -1 : 1;
+    if (!numeric || left === '' || right === '') return left < right ? -1 : 1;
+    const difference = Number(left) - Number(right);
+    if (difference !== 0) return difference;
   }
   return 0;
 }
