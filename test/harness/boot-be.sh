@@ -1,0 +1,43 @@
+#!/bin/bash
+# Simulated boot of a boot environment, for integration tests. Runs inside a
+# private mount namespace (unshare --mount --propagation private), so every
+# mount made here disappears with the namespace.
+#   boot-be.sh LOOPDEV FSUUID SUBVOLUME NEWROOT SETUP -- COMMAND...
+# Mounts SUBVOLUME as the new root, then the btrfs and bind lines of that
+# root's own /etc/fstab (as systemd would at boot), /proc, /sys, /dev, fresh
+# tmpfs /run and /tmp, runs SETUP (shell, with $NEWROOT), and execs COMMAND
+# chrooted there.
+set -euo pipefail
+dev=$1 uuid=$2 subvol=$3 NEWROOT=$4 setup=$5
+shift 5
+[ "${1:-}" = -- ] && shift
+export NEWROOT
+
+if [ -n "$subvol" ]; then opts="subvol=/$subvol"; else opts="subvolid=5"; fi
+mount -t btrfs -o "$opts" "$dev" "$NEWROOT"
+
+while read -r spec file type options _; do
+  case "$spec" in '' | '#'*) continue ;; esac
+  [ "$file" = / ] && continue
+  case "$type" in
+  btrfs)
+    if [ "$spec" != "UUID=$uuid" ]; then
+      echo "boot-be: fstab names an unknown device: $spec" >&2
+      exit 90
+    fi
+    mkdir -p "$NEWROOT$file"
+    mount -t btrfs -o "$options" "$dev" "$NEWROOT$file"
+    ;;
+  none)
+    case ",$options," in *,bind,*) mount --bind "$NEWROOT$spec" "$NEWROOT$file" ;; esac
+    ;;
+  esac
+done <"$NEWROOT/etc/fstab"
+
+mount --rbind /dev "$NEWROOT/dev"
+mount -t proc proc "$NEWROOT/proc"
+mount -t sysfs sysfs "$NEWROOT/sys"
+mount -t tmpfs -o mode=0755 tmpfs "$NEWROOT/run"
+mount -t tmpfs -o mode=1777 tmpfs "$NEWROOT/tmp"
+if [ -n "$setup" ]; then eval "$setup"; fi
+exec chroot "$NEWROOT" "$@"

@@ -1,0 +1,48 @@
+/**
+ * Vitest global setup for the integration project: checks that this machine
+ * can run the real-parts tests (root, btrfs, loop devices, debootstrap) and
+ * builds the cached Debian base once per run. A missing prerequisite fails the
+ * run loudly; set BOOTENV_SKIP_INTEGRATION=1 to run unit tests only.
+ */
+import { accessSync, constants, readFileSync } from 'node:fs';
+import type { TestProject } from 'vitest/node';
+import { BOOKWORM, ensureBase } from './base.js';
+
+const TOOLS = ['debootstrap', 'mkfs.btrfs', 'btrfs', 'losetup', 'unshare', 'chroot', 'zstd', 'blkid', 'findmnt', 'grub-script-check'];
+
+function missingPrerequisites(): string[] {
+  const missing: string[] = [];
+  if (process.getuid?.() !== 0) missing.push('root');
+  if (!readFileSync('/proc/filesystems', 'utf8').includes('btrfs')) missing.push('btrfs in the kernel');
+  for (const tool of TOOLS) {
+    const found = (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin')
+      .split(':')
+      .concat(['/usr/sbin', '/sbin'])
+      .some((dir) => {
+        try {
+          accessSync(`${dir}/${tool}`, constants.X_OK);
+          return true;
+        } catch {
+          return false;
+        }
+      });
+    if (!found) missing.push(tool);
+  }
+  return missing;
+}
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    bookwormBase: string;
+  }
+}
+
+export default async function setup(project: TestProject): Promise<void> {
+  const missing = missingPrerequisites();
+  if (missing.length > 0) {
+    throw new Error(`integration tests need: ${missing.join(', ')} (see .ci/run); BOOTENV_SKIP_INTEGRATION=1 skips them`);
+  }
+  const started = Date.now();
+  project.provide('bookwormBase', await ensureBase(BOOKWORM));
+  console.log(`bookworm base ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+}

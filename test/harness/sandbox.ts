@@ -1,0 +1,159 @@
+/**
+ * Sandboxes for integration tests: a sparse image file on a loop device with a
+ * fresh btrfs holding the cached Debian base, laid out the way installers do
+ * (Ubuntu: @ and @home; Debian: @rootfs; flat: the system at the top level),
+ * with dist/beadm.js installed as /usr/sbin/beadm and bootenv's GRUB script in
+ * /etc/grub.d. "Booting" a subvolume runs a command chrooted in it inside a
+ * private mount namespace (see boot-be.sh); its mounts die with it.
+ *
+ * Everything a sandbox creates (temp dir, loop device, host mounts) is undone
+ * by close(), which tests call in afterAll/finally; assertNothingLeft() checks it.
+ */
+import { mkdtempSync, readFileSync, rmSync, rmdirSync } from 'node:fs';
+import path from 'node:path';
+import { execa, type Result } from 'execa';
+import { REPOSITORY } from './base.js';
+
+export type Layout = 'ubuntu' | 'debian' | 'flat';
+
+export interface RunResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+}
+
+export class Sandbox {
+  private closed = false;
+
+  private constructor(
+    readonly directory: string,
+    readonly image: string,
+    readonly loop: string,
+    readonly uuid: string,
+    readonly layout: Layout,
+  ) {}
+
+  /** The installed root's subvolume path ('' for flat). */
+  get installedRoot(): string {
+    return { ubuntu: '@', debian: '@rootfs', flat: '' }[this.layout];
+  }
+
+  static async create(tarball: string, layout: Layout, sizeGiB = 4): Promise<Sandbox> {
+    const directory = mkdtempSync('/var/tmp/bootenv-test.');
+    const image = path.join(directory, 'disk.img');
+    let loop: string | undefined;
+    try {
+      await execa('truncate', ['-s', `${sizeGiB}G`, image]);
+      loop = (await execa('losetup', ['--find', '--show', image])).stdout.trim();
+      await execa('mkfs.btrfs', ['-q', loop]);
+      const uuid = (await execa('blkid', ['-s', 'UUID', '-o', 'value', loop])).stdout.trim();
+      const sandbox = new Sandbox(directory, image, loop, uuid, layout);
+      await sandbox.withTopLevel(async (top) => {
+        const root = layout === 'flat' ? top : path.join(top, sandbox.installedRoot);
+        if (layout !== 'flat') await execa('btrfs', ['subvolume', 'create', root]);
+        if (layout === 'ubuntu') await execa('btrfs', ['subvolume', 'create', path.join(top, '@home')]);
+        await execa('sh', ['-c', 'zstd -q -d -c "$1" | tar --xattrs --xattrs-include="*" --acls --numeric-owner -C "$2" -xf -', 'sh', tarball, root]);
+        const options = layout === 'flat' ? 'defaults' : `defaults,subvol=${sandbox.installedRoot}`;
+        const fstab = [
+          '# /etc/fstab: static file system information.',
+          `UUID=${uuid} / btrfs ${options} 0 1`,
+          ...(layout === 'ubuntu' ? [`UUID=${uuid} /home btrfs defaults,subvol=@home 0 2`] : []),
+          '',
+        ].join('\n');
+        await execa('sh', ['-c', 'printf "%s" "$1" > "$2"', 'sh', fstab, path.join(root, 'etc/fstab')]);
+        await execa('install', ['-m', '0755', path.join(REPOSITORY, 'dist/beadm.js'), path.join(root, 'usr/sbin/beadm')]);
+        await execa('install', ['-m', '0755', path.join(REPOSITORY, 'hooks/grub.d/09_bootenv'), path.join(root, 'etc/grub.d/09_bootenv')]);
+      });
+      return sandbox;
+    } catch (error) {
+      if (loop !== undefined) await execa('losetup', ['-d', loop], { reject: false });
+      rmSync(directory, { recursive: true, force: true });
+      throw error;
+    }
+  }
+
+  /** Mounts the top level on the host for inspection, runs `body`, unmounts. */
+  async withTopLevel<T>(body: (top: string) => Promise<T>): Promise<T> {
+    const top = mkdtempSync(path.join(this.directory, 'top.'));
+    await execa('mount', ['-t', 'btrfs', '-o', 'subvolid=5', this.loop, top]);
+    try {
+      return await body(top);
+    } finally {
+      await execa('umount', [top]);
+      rmdirSync(top);
+    }
+  }
+
+  /**
+   * Boots `subvolume` (mounted as /, then the btrfs and bind lines of its own
+   * fstab) in a private mount namespace and runs argv chrooted there.
+   * `setup` lines are extra shell run before chroot with $NEWROOT set.
+   */
+  async boot(subvolume: string, argv: readonly string[], options: { setup?: string; env?: Record<string, string>; input?: string } = {}): Promise<RunResult> {
+    const newRoot = mkdtempSync(path.join(this.directory, 'boot.'));
+    try {
+      const result: Result = await execa(
+        'unshare',
+        ['--mount', '--propagation', 'private', '--', 'bash', path.join(REPOSITORY, 'test/harness/boot-be.sh'), this.loop, this.uuid, subvolume, newRoot, options.setup ?? '', '--', ...argv],
+        {
+          reject: false,
+          // A booted system starts with a clean environment, not the test runner's.
+          extendEnv: false,
+          env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root', LC_ALL: 'C', ...options.env },
+          ...(options.input === undefined ? { stdin: 'ignore' } : { input: options.input }) },
+      );
+      return { exitCode: result.exitCode ?? -1, stdout: String(result.stdout), stderr: String(result.stderr) };
+    } finally {
+      // The namespace's mounts are gone with it; rmdir (never rm -r) proves the directory is empty.
+      rmdirSync(newRoot);
+    }
+  }
+
+  /** `beadm ARGS` in the booted `subvolume`. */
+  beadm(subvolume: string, args: readonly string[], options: { setup?: string; env?: Record<string, string> } = {}): Promise<RunResult> {
+    return this.boot(subvolume, ['/usr/sbin/beadm', ...args], options);
+  }
+
+  /** Subvolume paths as the host's `btrfs subvolume list` prints them. */
+  async subvolumes(): Promise<string[]> {
+    return this.withTopLevel(async (top) => {
+      const { stdout } = await execa('btrfs', ['subvolume', 'list', top]);
+      return stdout
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => line.replace(/^.* path /, ''));
+    });
+  }
+
+  /** Reads a file at a path from the top level (e.g. `@/boot/grub/grub.cfg`). */
+  async readFile(relative: string): Promise<string> {
+    return this.withTopLevel(async (top) => readFileSync(path.join(top, relative), 'utf8'));
+  }
+
+  /** Mount points on the host that show this sandbox's filesystem. */
+  async hostMounts(): Promise<string[]> {
+    const { stdout } = await execa('findmnt', ['-rn', '-S', this.loop, '-o', 'TARGET'], { reject: false });
+    return stdout.split('\n').filter(Boolean);
+  }
+
+  /** Detaches the loop device and removes the sandbox directory. Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const mount of (await this.hostMounts()).reverse()) {
+      if (mount.startsWith(this.directory)) await execa('umount', [mount], { reject: false });
+    }
+    const remaining = await this.hostMounts();
+    if (remaining.length > 0) throw new Error(`sandbox ${this.directory} is still mounted at ${remaining.join(', ')}; not removing it`);
+    await execa('losetup', ['-d', this.loop], { reject: false });
+    rmSync(this.directory, { recursive: true, force: true });
+  }
+
+  /** Throws if anything of this sandbox is still mounted or attached. */
+  async assertNothingLeft(): Promise<void> {
+    const mounts = await this.hostMounts();
+    if (mounts.length > 0) throw new Error(`left mounted: ${mounts.join(', ')}`);
+    const { stdout } = await execa('losetup', ['-j', this.image]);
+    if (this.closed && stdout.trim() !== '') throw new Error(`loop device still attached: ${stdout}`);
+  }
+}

@@ -1,0 +1,328 @@
+// beadm on a real btrfs loop image laid out like an Ubuntu install (@ and @home), with a
+// debootstrapped Debian 12, real GRUB tools and Debian's node: the story of issue #2,
+// asserted through btrfs-progs, findmnt, the fstab and grub.cfg files and grub-script-check.
+import { createHash } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { Sandbox } from '../harness/sandbox.js';
+
+interface ListedBE {
+  name: string;
+  subvolume: string;
+  active: string;
+  created: string;
+  description: string;
+  mountpoint: string | null;
+  exclusiveBytes: number | null;
+}
+
+const EXIT = { INVALID_NAME: 3, NOT_FOUND: 4, EXISTS: 5, BUSY: 6, ALREADY_INITIALIZED: 9, LOCKED: 10, NOT_BOOTABLE: 13 };
+
+let sandbox: Sandbox;
+let firstBE: ListedBE;
+
+async function list(booted: string): Promise<ListedBE[]> {
+  const result = await sandbox.beadm(booted, ['list', '--json']);
+  expect(result.stderr).toBe('');
+  expect(result.exitCode).toBe(0);
+  return JSON.parse(result.stdout) as ListedBE[];
+}
+
+function grubScriptCheck(text: string): void {
+  const directory = mkdtempSync('/tmp/bootenv-grubcheck.');
+  try {
+    writeFileSync(path.join(directory, 'grub.cfg'), text);
+    execFileSync('grub-script-check', [path.join(directory, 'grub.cfg')]);
+  } finally {
+    rmSync(directory, { recursive: true, force: true });
+  }
+}
+
+/** Everything an operation could change: subvolumes, state, GRUB files, each BE's fstab. */
+async function fingerprint(): Promise<string> {
+  const subvolumes = await sandbox.subvolumes();
+  return sandbox.withTopLevel(async (top) => {
+    const hash = createHash('sha256').update(subvolumes.join('\n'));
+    for (const file of ['@bootenv/.bootenv.json', '@/boot/grub/grub.cfg', '@/boot/grub/bootenv/entries.cfg', '@/boot/grub/grubenv']) {
+      hash.update(file).update(execFileSync('cat', [path.join(top, file)], { stdio: ['ignore', 'pipe', 'ignore'] }).toString());
+    }
+    for (const subvolume of subvolumes.filter((s) => s.startsWith('@bootenv/'))) {
+      hash.update(execFileSync('cat', [path.join(top, subvolume, 'etc/fstab')]).toString());
+    }
+    return hash.digest('hex');
+  });
+}
+
+beforeAll(async () => {
+  sandbox = await Sandbox.create(inject('bookwormBase'), 'ubuntu');
+  // grubenv as grub-install would create it, so the fingerprint can read it.
+  await sandbox.boot('@', ['grub-editenv', '/boot/grub/grubenv', 'create']);
+});
+
+afterAll(async () => {
+  if (sandbox === undefined) return;
+  await sandbox.close();
+  await sandbox.assertNothingLeft();
+});
+
+describe('beadm on an Ubuntu-style layout', () => {
+  it('init adopts the installed root: one BE, flagged R, GRUB entry for it', async () => {
+    const init = await sandbox.beadm('@', ['init']);
+    expect(init.stderr).toBe('');
+    expect(init.exitCode).toBe(0);
+    const listed = await list('@');
+    expect(listed).toHaveLength(1);
+    firstBE = listed[0] as ListedBE;
+    expect(firstBE).toMatchObject({ name: 'debian-12', subvolume: '@bootenv/debian-12', active: 'R', mountpoint: null, exclusiveBytes: null });
+    expect(new Date(firstBE.created).toISOString()).toBe(firstBE.created);
+
+    expect(await sandbox.subvolumes()).toEqual(expect.arrayContaining(['@', '@home', '@bootenv/debian-12']));
+    const fstab = await sandbox.readFile('@bootenv/debian-12/etc/fstab');
+    expect(fstab).toMatch(new RegExp(`^UUID=${sandbox.uuid} / btrfs defaults,subvol=@bootenv/debian-12 0 1$`, 'm'));
+    expect(fstab).toMatch(new RegExp(`^UUID=${sandbox.uuid} /home btrfs defaults,subvol=@home 0 2$`, 'm'));
+    expect(await sandbox.readFile('@/etc/fstab')).toMatch(/subvol=@ 0 1$/m);
+
+    const grubCfg = await sandbox.readFile('@/boot/grub/grub.cfg');
+    grubScriptCheck(grubCfg);
+    expect(grubCfg).toContain("--id 'bootenv-debian-12'");
+    expect(grubCfg).toMatch(/linux \/@bootenv\/debian-12\/boot\/vmlinuz-\S+ root=UUID=\S+ ro rootflags=subvol=@bootenv\/debian-12 console=ttyS0 quiet$/m);
+    expect(grubCfg).toContain("set default='bootenv-debian-12'");
+    expect(await sandbox.hostMounts()).toEqual([]);
+  });
+
+  it('init a second time refuses and changes nothing', async () => {
+    const before = await fingerprint();
+    const again = await sandbox.beadm('@', ['init']);
+    expect(again.exitCode).toBe(EXIT.ALREADY_INITIALIZED);
+    expect(again.stderr).toMatch(/already set up/);
+    expect(await fingerprint()).toBe(before);
+  });
+
+  it('booting the first BE: flagged NR, /home is still @home, GRUB home at /boot/grub', async () => {
+    const listed = await list(firstBE.subvolume);
+    expect(listed.map((be) => [be.name, be.active, be.mountpoint])).toEqual([['debian-12', 'NR', '/']]);
+    const mounts = await sandbox.boot(firstBE.subvolume, ['findmnt', '-rn', '-o', 'TARGET,FSROOT', '-T', '/home']);
+    expect(mounts.stdout.trim()).toBe('/home /@home');
+    const grubHome = await sandbox.boot(firstBE.subvolume, ['findmnt', '-rn', '-o', 'FSROOT', '/boot/grub']);
+    expect(grubHome.stdout.trim()).toBe('/@/boot/grub');
+  });
+
+  it('create b2 -d "try" and activate b2: b2 is R, its GRUB entry boots its own kernel', async () => {
+    const create = await sandbox.beadm(firstBE.subvolume, ['create', 'b2', '-d', 'try']);
+    expect(create.stderr).toBe('');
+    expect(create.exitCode).toBe(0);
+    const activate = await sandbox.beadm(firstBE.subvolume, ['activate', 'b2']);
+    expect(activate.exitCode).toBe(0);
+    const listed = await list(firstBE.subvolume);
+    expect(listed.map((be) => [be.name, be.active, be.description])).toEqual([
+      ['debian-12', 'N', 'created by beadm init'],
+      ['b2', 'R', 'try'],
+    ]);
+    expect(await sandbox.subvolumes()).toContain('@bootenv/b2');
+    expect(await sandbox.readFile('@bootenv/b2/etc/fstab')).toMatch(/ \/ btrfs defaults,subvol=@bootenv\/b2 0 1$/m);
+
+    const grubCfg = await sandbox.readFile('@/boot/grub/grub.cfg');
+    grubScriptCheck(grubCfg);
+    const entry = /menuentry [^\n]*--id 'bootenv-b2' \{\n([\s\S]*?)\n\}/.exec(grubCfg)?.[1] ?? '';
+    expect(entry).toContain('rootflags=subvol=@bootenv/b2');
+    const kernel = /\tlinux (\S+)/.exec(entry)?.[1] ?? '';
+    const initrd = /\tinitrd (\S+)/.exec(entry)?.[1] ?? '';
+    expect(kernel).toMatch(/^\/@bootenv\/b2\/boot\/vmlinuz-/);
+    expect(initrd).toMatch(/^\/@bootenv\/b2\/boot\/initrd.img-/);
+    await sandbox.withTopLevel(async (top) => {
+      execFileSync('test', ['-s', path.join(top, kernel)]);
+      execFileSync('test', ['-s', path.join(top, initrd)]);
+    });
+    expect(grubCfg).toContain("set default='bootenv-b2'");
+  });
+
+  it('destroy refuses the booted BE and the next-boot BE, changing nothing', async () => {
+    const before = await fingerprint();
+    const booted = await sandbox.beadm(firstBE.subvolume, ['destroy', 'debian-12']);
+    expect(booted.exitCode).toBe(EXIT.BUSY);
+    expect(booted.stderr).toMatch(/running BE/);
+    const next = await sandbox.beadm(firstBE.subvolume, ['destroy', 'b2']);
+    expect(next.exitCode).toBe(EXIT.BUSY);
+    expect(next.stderr).toMatch(/default BE/);
+    const missing = await sandbox.beadm(firstBE.subvolume, ['destroy', 'home']);
+    expect(missing.exitCode).toBe(EXIT.NOT_FOUND);
+    const notABootEnvironment = await sandbox.beadm(firstBE.subvolume, ['destroy', '@home']);
+    expect(notABootEnvironment.exitCode).toBe(EXIT.INVALID_NAME);
+    expect(await fingerprint()).toBe(before);
+  });
+
+  it.each([
+    ['..'],
+    ['a/b'],
+    ['with space'],
+    ["it's"],
+    ['say"hi'],
+    ['$(touch /tmp/pwned)'],
+    ['-rf'],
+    ['a,b'],
+    ['x'.repeat(300)],
+  ])('hostile name %j fails with a clear error and changes nothing', async (name) => {
+    const before = await fingerprint();
+    for (const args of [['create', name], ['create', '-e', name, 'ok'], ['activate', name], ['destroy', name], ['rename', 'b2', name], ['mount', name]]) {
+      const result = await sandbox.beadm(firstBE.subvolume, args);
+      // A leading '-' may already be refused by the option parser (usage error, 2).
+      expect(name.startsWith('-') ? [2, EXIT.INVALID_NAME] : [EXIT.INVALID_NAME], args.join(' ')).toContain(result.exitCode);
+      expect(result.stderr).not.toBe('');
+    }
+    expect(await fingerprint()).toBe(before);
+  });
+
+  it('a non-UTF-8 name fails with a clear error and changes nothing', async () => {
+    const before = await fingerprint();
+    const result = await sandbox.boot(firstBE.subvolume, ['sh', '-c', 'exec /usr/sbin/beadm create "$(printf "b\\377\\376")"']);
+    expect(result.exitCode).toBe(EXIT.INVALID_NAME);
+    expect(result.stderr).toMatch(/invalid BE name/);
+    expect(await fingerprint()).toBe(before);
+  });
+
+  it('create refuses an existing name', async () => {
+    const before = await fingerprint();
+    const result = await sandbox.beadm(firstBE.subvolume, ['create', 'b2']);
+    expect(result.exitCode).toBe(EXIT.EXISTS);
+    expect(await fingerprint()).toBe(before);
+  });
+
+  it('list -H: no header, tab-separated, raw numbers', async () => {
+    const result = await sandbox.beadm(firstBE.subvolume, ['list', '-H']);
+    expect(result.exitCode).toBe(0);
+    const lines = result.stdout.trimEnd().split('\n');
+    expect(lines).toHaveLength(2);
+    for (const line of lines) expect(line.split('\t')).toHaveLength(6);
+    expect(lines[0]?.split('\t').slice(0, 3)).toEqual(['debian-12', 'N', '/']);
+    expect(lines[1]?.split('\t').slice(0, 4)).toEqual(['b2', 'R', '-', '-']);
+    const human = await sandbox.beadm(firstBE.subvolume, ['list']);
+    expect(human.stdout.split('\n')[0]).toMatch(/^BE\s+Active\s+Mountpoint\s+Space\s+Created\s+Description$/);
+  });
+
+  it('Space shows the qgroup exclusive size once quotas are on', async () => {
+    await sandbox.withTopLevel(async (top) => {
+      execFileSync('btrfs', ['quota', 'enable', top]);
+      execFileSync('btrfs', ['quota', 'rescan', '-w', top]);
+    });
+    try {
+      const listed = await list(firstBE.subvolume);
+      for (const be of listed) expect(be.exclusiveBytes).toBeGreaterThan(0);
+      const qgroups = await sandbox.withTopLevel(async (top) => execFileSync('btrfs', ['qgroup', 'show', '--raw', top]).toString());
+      const b2 = listed.find((be) => be.name === 'b2');
+      const ids = await sandbox.withTopLevel(async (top) => execFileSync('btrfs', ['subvolume', 'list', top]).toString());
+      const id = new RegExp(`^ID (\\d+) .* path @bootenv/b2$`, 'm').exec(ids)?.[1];
+      expect(qgroups).toMatch(new RegExp(`^0/${id}\\s+\\d+\\s+${b2?.exclusiveBytes}\\b`, 'm'));
+    } finally {
+      await sandbox.withTopLevel(async (top) => {
+        execFileSync('btrfs', ['quota', 'disable', top]);
+      });
+    }
+  });
+
+  it('mount, unmount and destroy -F of a mounted BE, within one boot', async () => {
+    expect((await sandbox.beadm(firstBE.subvolume, ['create', 'b3'])).exitCode).toBe(0);
+    const script = [
+      'set -u',
+      'beadm mount b3 /mnt/b3 >/dev/null; echo "mount=$?"',
+      'findmnt -rn -o FSROOT /mnt/b3',
+      'beadm list -H | grep "^b3" | cut -f3',
+      'beadm mount b3 /mnt/other >/dev/null 2>&1; echo "again=$?"',
+      'beadm destroy b3 >/dev/null 2>&1; echo "destroy=$?"',
+      'beadm unmount b3 >/dev/null; echo "unmount=$?"',
+      'findmnt -rn /mnt/b3 >/dev/null; echo "findmnt=$?"',
+      'beadm unmount b3 >/dev/null 2>&1; echo "unmount-again=$?"',
+      'p=$(beadm mount b3); echo "tmp=${p%.*}"',
+      'beadm destroy -F b3 >/dev/null; echo "destroy-F=$?"',
+      'findmnt -rn "$p" >/dev/null; echo "findmnt-tmp=$?"',
+    ].join('\n');
+    const result = await sandbox.boot(firstBE.subvolume, ['bash', '-c', script]);
+    expect(result.stderr).toBe('');
+    expect(result.stdout.split('\n').filter(Boolean)).toEqual([
+      'mount=0',
+      '/@bootenv/b3',
+      '/mnt/b3',
+      `again=${EXIT.BUSY}`,
+      `destroy=${EXIT.BUSY}`,
+      'unmount=0',
+      'findmnt=1',
+      `unmount-again=${EXIT.NOT_FOUND}`,
+      'tmp=/tmp/be_mount',
+      'destroy-F=0',
+      'findmnt-tmp=1',
+    ]);
+    expect(await sandbox.subvolumes()).not.toContain('@bootenv/b3');
+    expect(await sandbox.readFile('@/boot/grub/grub.cfg')).not.toContain('bootenv-b3');
+  });
+
+  it('rename moves the subvolume, its fstab and its GRUB entry; refuses the booted BE', async () => {
+    expect((await sandbox.beadm(firstBE.subvolume, ['create', 'b4'])).exitCode).toBe(0);
+    const rename = await sandbox.beadm(firstBE.subvolume, ['rename', 'b4', 'b5']);
+    expect(rename.stderr).toBe('');
+    expect(rename.exitCode).toBe(0);
+    const subvolumes = await sandbox.subvolumes();
+    expect(subvolumes).toContain('@bootenv/b5');
+    expect(subvolumes).not.toContain('@bootenv/b4');
+    expect(await sandbox.readFile('@bootenv/b5/etc/fstab')).toMatch(/subvol=@bootenv\/b5 0 1$/m);
+    const grubCfg = await sandbox.readFile('@/boot/grub/grub.cfg');
+    grubScriptCheck(grubCfg);
+    expect(grubCfg).toContain("--id 'bootenv-b5'");
+    expect(grubCfg).not.toContain('bootenv-b4');
+    const listed = await list(firstBE.subvolume);
+    expect(listed.find((be) => be.name === 'b5')?.created).toBeTruthy();
+
+    const before = await fingerprint();
+    const booted = await sandbox.beadm(firstBE.subvolume, ['rename', 'debian-12', 'other']);
+    expect(booted.exitCode).toBe(EXIT.BUSY);
+    const taken = await sandbox.beadm(firstBE.subvolume, ['rename', 'b5', 'b2']);
+    expect(taken.exitCode).toBe(EXIT.EXISTS);
+    expect(await fingerprint()).toBe(before);
+  });
+
+  it('activate -t boots a BE once: T flag, next_entry in grubenv, cleared after that boot', async () => {
+    const activate = await sandbox.beadm(firstBE.subvolume, ['activate', '-t', 'b5']);
+    expect(activate.exitCode).toBe(0);
+    const listed = await list(firstBE.subvolume);
+    expect(listed.map((be) => [be.name, be.active])).toEqual([
+      ['debian-12', 'N'],
+      ['b2', 'R'],
+      ['b5', 'T'],
+    ]);
+    const grubenv = await sandbox.boot('@', ['grub-editenv', '/boot/grub/grubenv', 'list']);
+    expect(grubenv.stdout).toContain('next_entry=bootenv-b5');
+    const grubCfg = await sandbox.readFile('@/boot/grub/grub.cfg');
+    expect(grubCfg).toMatch(/if \[ "\$\{next_entry\}" \] ; then\n\s+set default="\$\{next_entry\}"/);
+    expect(grubCfg).toContain(`if [ -z "\${boot_once}" ]; then set default='bootenv-b2'; fi`);
+
+    const complete = await sandbox.beadm('@bootenv/b5', ['boot-complete']);
+    expect(complete.exitCode).toBe(0);
+    expect((await sandbox.boot('@', ['grub-editenv', '/boot/grub/grubenv', 'list'])).stdout).not.toContain('next_entry');
+    expect((await list(firstBE.subvolume)).map((be) => be.active)).toEqual(['N', 'R', '']);
+  });
+
+  it('activate refuses a BE without a kernel and changes nothing', async () => {
+    expect((await sandbox.beadm(firstBE.subvolume, ['create', 'nokernel'])).exitCode).toBe(0);
+    await sandbox.withTopLevel(async (top) => {
+      execFileSync('sh', ['-c', 'rm -f "$1"/boot/vmlinuz-*', 'sh', path.join(top, '@bootenv/nokernel')]);
+    });
+    const before = await fingerprint();
+    const result = await sandbox.beadm(firstBE.subvolume, ['activate', 'nokernel']);
+    expect(result.exitCode).toBe(EXIT.NOT_BOOTABLE);
+    expect(result.stderr).toMatch(/no kernel/);
+    expect(await fingerprint()).toBe(before);
+  });
+
+  it('a second beadm fails clearly while another holds the lock', async () => {
+    const before = await fingerprint();
+    const script = 'mkdir -p /run/bootenv; flock /run/bootenv/lock sleep 4 & sleep 1; BOOTENV_LOCK_TIMEOUT=1 beadm create locked; echo "rc=$?"; wait';
+    const result = await sandbox.boot(firstBE.subvolume, ['bash', '-c', script]);
+    expect(result.stdout).toContain(`rc=${EXIT.LOCKED}`);
+    expect(result.stderr).toMatch(/holds \/run\/bootenv\/lock/);
+    expect(await fingerprint()).toBe(before);
+  });
+
+  it('leaves nothing mounted on the host', async () => {
+    expect(await sandbox.hostMounts()).toEqual([]);
+  });
+});

@@ -1,0 +1,96 @@
+// Which installs beadm adopts and which it refuses, on real btrfs images: Debian's @rootfs
+// is adopted like Ubuntu's @; a root that is not btrfs, a root at the btrfs top level and a
+// separate /boot are refused with a clear error and nothing changed.
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { Sandbox } from '../harness/sandbox.js';
+
+const UNSUPPORTED = 7;
+const NOT_INITIALIZED = 8;
+
+describe('Debian installer layout (@rootfs, no @home)', () => {
+  let sandbox: Sandbox;
+  beforeAll(async () => {
+    sandbox = await Sandbox.create(inject('bookwormBase'), 'debian');
+  });
+  afterAll(async () => {
+    await sandbox?.close();
+    await sandbox?.assertNothingLeft();
+  });
+
+  it('check passes silently, list says init is needed', async () => {
+    const check = await sandbox.beadm('@rootfs', ['check']);
+    expect(check).toMatchObject({ exitCode: 0, stdout: '', stderr: '' });
+    const list = await sandbox.beadm('@rootfs', ['list']);
+    expect(list.exitCode).toBe(NOT_INITIALIZED);
+    expect(list.stderr).toMatch(/beadm init/);
+  });
+
+  it('init adopts @rootfs and the new BE boots by its own fstab', async () => {
+    const init = await sandbox.beadm('@rootfs', ['init', '--name', 'first', '-d', 'adopted']);
+    expect(init.stderr).toBe('');
+    expect(init.exitCode).toBe(0);
+    expect(await sandbox.subvolumes()).toEqual(['@rootfs', '@bootenv/first']);
+    const fstab = await sandbox.readFile('@bootenv/first/etc/fstab');
+    expect(fstab).toMatch(/ \/ btrfs defaults,subvol=@bootenv\/first 0 1$/m);
+    expect(fstab).toMatch(/ \/\.rootbe btrfs defaults,subvol=@rootfs 0 0$/m);
+    const listed = JSON.parse((await sandbox.beadm('@bootenv/first', ['list', '--json'])).stdout);
+    expect(listed).toMatchObject([{ name: 'first', active: 'NR', description: 'adopted', origin: '(installed root)' }]);
+    expect(await sandbox.readFile('@rootfs/boot/grub/grub.cfg')).toContain('rootflags=subvol=@bootenv/first');
+  });
+});
+
+describe('refused layouts', () => {
+  let sandbox: Sandbox;
+  beforeAll(async () => {
+    sandbox = await Sandbox.create(inject('bookwormBase'), 'flat');
+  });
+  afterAll(async () => {
+    await sandbox?.close();
+    await sandbox?.assertNothingLeft();
+  });
+
+  it('a root at the btrfs top level is refused and nothing changes', async () => {
+    const before = await sandbox.subvolumes();
+    for (const args of [['check'], ['init']]) {
+      const result = await sandbox.beadm('', args);
+      expect(result.exitCode).toBe(UNSUPPORTED);
+    }
+    const init = await sandbox.beadm('', ['init']);
+    expect(init.stderr).toMatch(/top level .* not a subvolume/);
+    expect(init.stderr).toMatch(/hint: move the system into a subvolume/);
+    expect(await sandbox.subvolumes()).toEqual(before);
+  });
+
+  it('a root that is not btrfs is refused', async () => {
+    // Same files, but / is a tmpfs (over the image's /mnt, inside the boot's namespace) holding bind mounts of them.
+    const setup = [
+      'R="$NEWROOT/mnt"; mount -t tmpfs tmpfs "$R"',
+      'for d in usr etc bin sbin lib lib64 var root; do if [ -L "$NEWROOT/$d" ]; then cp -a "$NEWROOT/$d" "$R/"; elif [ -d "$NEWROOT/$d" ]; then mkdir "$R/$d"; mount --bind "$NEWROOT/$d" "$R/$d"; fi; done',
+      'mkdir "$R/proc" "$R/dev" "$R/tmp" "$R/run" && mount -t proc proc "$R/proc" && mount --rbind /dev "$R/dev"',
+      'NEWROOT="$R"',
+    ].join('\n');
+    const result = await sandbox.boot('', ['/usr/sbin/beadm', 'init'], { setup });
+    expect(result.exitCode).toBe(UNSUPPORTED);
+    expect(result.stderr).toMatch(/root filesystem is tmpfs, not btrfs/);
+  });
+});
+
+describe('separate /boot', () => {
+  let sandbox: Sandbox;
+  beforeAll(async () => {
+    sandbox = await Sandbox.create(inject('bookwormBase'), 'ubuntu');
+  });
+  afterAll(async () => {
+    await sandbox?.close();
+    await sandbox?.assertNothingLeft();
+  });
+
+  it('is refused with what to do, and nothing changes', async () => {
+    const before = await sandbox.subvolumes();
+    const result = await sandbox.beadm('@', ['init'], { setup: 'mount -t tmpfs tmpfs "$NEWROOT/boot"' });
+    expect(result.exitCode).toBe(UNSUPPORTED);
+    expect(result.stderr).toMatch(/\/boot is a separate filesystem/);
+    expect(result.stderr).toMatch(/hint: copy \/boot into the root filesystem/);
+    expect(await sandbox.subvolumes()).toEqual(before);
+  });
+});

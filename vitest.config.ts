@@ -1,0 +1,28 @@
+import { defineConfig } from 'vitest/config';
+
+// BOOTENV_SKIP_INTEGRATION=1 runs the unit tests only (machines without root, btrfs or debootstrap).
+const skipIntegration = process.env.BOOTENV_SKIP_INTEGRATION === '1';
+
+export default defineConfig({
+  test: {
+    // Integration files each build a sandbox image; two at a time fit a 2-core machine.
+    pool: 'forks',
+    poolOptions: { forks: { maxForks: 2, minForks: 1 } },
+    projects: [
+      { test: { name: 'unit', include: ['test/unit/**/*.test.ts'] } },
+      ...(skipIntegration
+        ? []
+        : [
+            {
+              test: {
+                name: 'integration',
+                include: ['test/integration/**/*.test.ts'],
+                globalSetup: ['test/harness/global-setup.ts'],
+                testTimeout: 600_000,
+                hookTimeout: 900_000,
+              },
+            },
+          ]),
+    ],
+  },
+});
