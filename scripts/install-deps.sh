@@ -1,0 +1,14 @@
+#!/bin/bash
+# Installs what building and testing bootenv needs on a fresh Debian/Ubuntu
+# machine (run as root): btrfs tools, debootstrap for the sandbox root, GRUB's
+# script checker, zstd for the cached base. Node.js/npm must already be there.
+set -euo pipefail
+packages=(btrfs-progs debootstrap grub-common grub2-common zstd util-linux e2fsprogs xz-utils ca-certificates)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
