@@ -35,7 +35,7 @@ import {
 import { acquireGlobalLock } from '../sys/lock.js';
 import { mountBtrfs, mountBtrfsTemporarily, unmount } from '../sys/mount.js';
 import { withScope, type Scope } from '../sys/scope.js';
-import { rewriteFstabForBootEnvironment } from './fstab.js';
+import { INSTALLED_ROOT_MOUNTPOINT, rewriteFstabForBootEnvironment } from './fstab.js';
 import { assertValidName, nameProblem, sanitizeName } from './names.js';
 import { CONTAINER, STATE_FILE, newState, parseState, serializeState, type BootenvState } from './state.js';
 import { probeSystem, type SystemProbe } from './system.js';
@@ -252,6 +252,7 @@ async function makeBootEnvironment(scope: Scope, session: Session, state: Booten
   scope.onAbort(`delete half-made ${CONTAINER}/${name}`, () => deleteSubvolume(target));
   const fstab = path.join(target, 'etc/fstab');
   await writeFileAtomic(fstab, rewriteFstabForBootEnvironment(await readText(fstab), `${CONTAINER}/${name}`, state.installedRoot));
+  await makeDirectory(path.join(target, INSTALLED_ROOT_MOUNTPOINT));
   session.subvolumes = await listSubvolumes(session.top);
   const created = session.subvolumes.find((subvolume) => subvolume.path === `${CONTAINER}/${name}`);
   if (created === undefined) throw new BootenvError('INTERNAL', `snapshot ${CONTAINER}/${name} is not listed by btrfs`);
