@@ -18,7 +18,7 @@ import { BootenvError } from '../errors.js';
 import { GRUB_HOME, GRUB_SCRIPT, readGrubenv, regenerateGrubConfig, setGrubenvVariable, writeMenuEntries } from '../grub/config.js';
 import { chooseBootFiles, type BootFiles } from '../grub/kernels.js';
 import { ENTRY_ID_PREFIX, generateBootMenu, menuEntryId } from '../grub/menu.js';
-import { haveProgram } from '../sys/exec.js';
+import { haveProgram, run } from '../sys/exec.js';
 import {
   isDirectory,
   listDirectory,
@@ -38,6 +38,7 @@ import { withScope, type Scope } from '../sys/scope.js';
 import { INSTALLED_ROOT_MOUNTPOINT, rewriteFstabForBootEnvironment } from './fstab.js';
 import { assertValidName, nameProblem, sanitizeName } from './names.js';
 import { CONTAINER, STATE_FILE, newState, parseState, serializeState, type BootenvState } from './state.js';
+import { clearPending, readPending, readTransaction, recoverInterruptedTransactions } from './runtime.js';
 import { probeSystem, type SystemProbe } from './system.js';
 
 export interface BootEnvironment {
@@ -72,7 +73,7 @@ export { interrupt as interruptOperation, abortOpenScopes as abortOperation } fr
 const DEFAULT_LOCK_WAIT_SECONDS = 10;
 const MOUNT_PREFIX = '/tmp/be_mount.';
 
-interface Session {
+export interface Session {
   probe: SystemProbe;
   /** Private mount of the btrfs top level. */
   top: string;
@@ -81,16 +82,38 @@ interface Session {
   state: BootenvState | undefined;
 }
 
-async function openSession(scope: Scope, options: Options, lock: boolean): Promise<Session> {
+const notices: string[] = [];
+
+/** What the last operations cleaned up on the way (interrupted transactions); for the CLI to print. */
+export function takeNotices(): string[] {
+  return notices.splice(0, notices.length);
+}
+
+/**
+ * Starts an operation: probes the system, takes the global lock (`lock`),
+ * mounts the top level privately, reads subvolumes and state. With the lock it
+ * first cleans up interrupted apt transactions. Unless `forTransaction`, it
+ * refuses (BUSY) while an apt transaction is under way.
+ * @internal shared by the library and the apt transaction.
+ */
+export async function openSession(scope: Scope, options: Options, lock: boolean, forTransaction = false): Promise<Session> {
   const probe = await probeSystem();
   if (lock) await acquireGlobalLock(scope, options.lockWaitSeconds ?? DEFAULT_LOCK_WAIT_SECONDS);
   const top = await mountBtrfsTemporarily(scope, probe.device, 'subvolid=5', 'top');
-  const subvolumes = await listSubvolumes(top);
   const stateText = await readTextIfExists(path.join(top, CONTAINER, STATE_FILE));
-  return { probe, top, subvolumes, state: stateText === undefined ? undefined : parseState(stateText) };
+  const state = stateText === undefined ? undefined : parseState(stateText);
+  if (lock) notices.push(...(await recoverInterruptedTransactions(top, state)));
+  const live = await readTransaction();
+  if (!forTransaction && lock && live !== undefined) {
+    throw new BootenvError('BUSY', `apt (pid ${live.aptPid}) is installing into a new boot environment`, {
+      hint: 'wait for apt to finish and try again',
+    });
+  }
+  return { probe, top, subvolumes: await listSubvolumes(top), state };
 }
 
-function requireState(session: Session): BootenvState {
+/** @internal */
+export function requireState(session: Session): BootenvState {
   if (session.state === undefined) {
     throw new BootenvError('NOT_INITIALIZED', 'this system has no boot environments yet', { hint: 'run beadm init' });
   }
@@ -98,7 +121,8 @@ function requireState(session: Session): BootenvState {
 }
 
 /** The BE subvolumes: directly under @bootenv/, with a valid name. Nothing else is a BE. */
-function bootEnvironmentSubvolumes(session: Session): Array<{ name: string; subvolume: Subvolume }> {
+/** @internal */
+export function bootEnvironmentSubvolumes(session: Session): Array<{ name: string; subvolume: Subvolume }> {
   return session.subvolumes
     .filter((subvolume) => path.dirname(subvolume.path) === CONTAINER)
     .map((subvolume) => ({ name: path.basename(subvolume.path), subvolume }))
@@ -106,7 +130,8 @@ function bootEnvironmentSubvolumes(session: Session): Array<{ name: string; subv
     .sort((a, b) => a.subvolume.id - b.subvolume.id);
 }
 
-function findBootEnvironment(session: Session, name: string): Subvolume {
+/** @internal */
+export function findBootEnvironment(session: Session, name: string): Subvolume {
   assertValidName(name);
   const found = bootEnvironmentSubvolumes(session).find((environment) => environment.name === name);
   if (found === undefined) throw new BootenvError('NOT_FOUND', `no boot environment named ${name}`, { hint: 'see beadm list' });
@@ -136,7 +161,8 @@ async function oneShotName(session: Session, state: BootenvState): Promise<strin
   return next?.startsWith(ENTRY_ID_PREFIX) ? next.slice(ENTRY_ID_PREFIX.length) : undefined;
 }
 
-async function saveState(scope: Scope, session: Session, state: BootenvState): Promise<void> {
+/** @internal */
+export async function saveState(scope: Scope, session: Session, state: BootenvState): Promise<void> {
   const file = path.join(session.top, CONTAINER, STATE_FILE);
   const previous = await readTextIfExists(file);
   await writeFileAtomic(file, serializeState(state));
@@ -151,7 +177,8 @@ async function saveState(scope: Scope, session: Session, state: BootenvState): P
  * installed root. On abort the previous entries come back and grub.cfg is
  * regenerated from them.
  */
-async function refreshBootMenu(scope: Scope, session: Session, state: BootenvState): Promise<void> {
+/** @internal */
+export async function refreshBootMenu(scope: Scope, session: Session, state: BootenvState): Promise<void> {
   const uuidToName = new Map(bootEnvironmentSubvolumes(session).map(({ name, subvolume }) => [subvolume.uuid, name]));
   const environments = [];
   for (const { name, subvolume } of bootEnvironmentSubvolumes(session)) {
@@ -173,7 +200,8 @@ async function refreshBootMenu(scope: Scope, session: Session, state: BootenvSta
   await regenerateGrubConfig(grubHome);
 }
 
-async function requireBootable(session: Session, name: string, subvolume: Subvolume): Promise<void> {
+/** @internal */
+export async function requireBootable(session: Session, name: string, subvolume: Subvolume): Promise<void> {
   if ((await bootFilesOf(session, subvolume.path)) === undefined) {
     throw new BootenvError('NOT_BOOTABLE', `${name} holds no kernel with a matching initramfs and /lib/modules directory in its /boot`, {
       hint: `install a kernel in it (beadm mount ${name}, then apt-get in a chroot) before activating it`,
@@ -233,7 +261,8 @@ async function describe(session: Session, state: BootenvState | undefined): Prom
   return result;
 }
 
-async function describeOne(session: Session, name: string): Promise<BootEnvironment> {
+/** @internal */
+export async function describeOne(session: Session, name: string): Promise<BootEnvironment> {
   const found = (await describe(session, session.state)).find((environment) => environment.name === name);
   if (found === undefined) throw new BootenvError('INTERNAL', `${name} vanished`);
   return found;
@@ -243,7 +272,8 @@ async function describeOne(session: Session, name: string): Promise<BootEnvironm
  * Snapshots `source` (a subvolume path) to @bootenv/NAME and points the new
  * BE's /etc/fstab at it. Deleted again if `scope` aborts.
  */
-async function makeBootEnvironment(scope: Scope, session: Session, state: BootenvState, name: string, source: Subvolume, description: string): Promise<Subvolume> {
+/** @internal */
+export async function makeBootEnvironment(scope: Scope, session: Session, state: BootenvState, name: string, source: Subvolume, description: string): Promise<Subvolume> {
   const target = path.join(session.top, CONTAINER, name);
   if (await pathExists(target)) {
     throw new BootenvError('EXISTS', `${CONTAINER}/${name} already exists`, { hint: 'choose another name' });
@@ -379,7 +409,8 @@ function sourceFor(session: Session, state: BootenvState, name: string | undefin
   return source.subvolume;
 }
 
-async function clearOneShot(scope: Scope, session: Session, state: BootenvState): Promise<void> {
+/** @internal */
+export async function clearOneShot(scope: Scope, session: Session, state: BootenvState): Promise<void> {
   if ((await oneShotName(session, state)) !== undefined) {
     await setGrubenvVariable(scope, installedRootPath(session, state), 'next_entry', undefined);
   }
@@ -405,6 +436,9 @@ export async function activateBootEnvironment(name: string, options: ActivateOpt
     if (options.temporary) {
       await setGrubenvVariable(scope, installedRootPath(session, state), 'next_entry', menuEntryId(name));
     } else {
+      const pending = await readPending();
+      // Choosing another BE drops this boot's pending apt changes from apt's view (the BE stays).
+      if (pending !== undefined && pending.uuid !== subvolume.uuid) await clearPending();
       state.defaultUuid = subvolume.uuid;
       await clearOneShot(scope, session, state);
       await saveState(scope, session, state);
@@ -554,4 +588,26 @@ export async function unmountBootEnvironment(name: string, options: Options = {}
     session.probe.mounts = await currentMounts();
     return describeOne(session, name);
   });
+}
+
+export interface UpgradeOptions {
+  /** Name of the BE apt's changes go into (else the name template). */
+  beName?: string;
+  /** apt-get arguments; default dist-upgrade. */
+  aptArguments?: readonly string[];
+}
+
+/**
+ * `beadm upgrade`: runs apt-get (dist-upgrade by default) on the terminal,
+ * with bootenv's hooks diverting it into a new BE. Returns apt-get's exit status.
+ */
+export async function upgradeIntoBootEnvironment(options: UpgradeOptions = {}): Promise<number> {
+  if (options.beName !== undefined) assertValidName(options.beName);
+  const args = options.aptArguments !== undefined && options.aptArguments.length > 0 ? options.aptArguments : ['dist-upgrade'];
+  const result = await run(['apt-get', ...args], {
+    inheritStdio: true,
+    anyExitCode: true,
+    env: options.beName === undefined ? {} : { BOOTENV_BE_NAME: options.beName },
+  });
+  return result.exitCode;
 }

@@ -18,6 +18,19 @@ export interface BootEnvironmentRecord {
   /** ISO 8601. */
   created: string;
   description: string;
+  /** Set for a BE made by an apt transaction. */
+  transaction?: TransactionSummary;
+}
+
+export interface TransactionSummary {
+  /** True while apt is still installing into it; such a BE is deleted by recovery. */
+  open: boolean;
+  subvolume: string;
+  /** apt's command line. */
+  command: string[];
+  packages: Array<{ package: string; architecture: string; oldVersion: string | null; newVersion: string | null; action: string }>;
+  /** ISO 8601, once finished. */
+  finished: string | null;
 }
 
 export interface BootenvState {

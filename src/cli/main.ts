@@ -16,11 +16,14 @@ import {
   listBootEnvironments,
   mountBootEnvironment,
   renameBootEnvironment,
+  takeNotices,
   unmountBootEnvironment,
+  upgradeIntoBootEnvironment,
   type BootEnvironment,
   type Options,
 } from '../be/library.js';
-import { EXIT_CODES, asBootenvError, type BootenvError } from '../errors.js';
+import { enterTransaction, finishTransaction, prepareTransaction, recordDpkgFailure, type TransactionOutcome } from '../be/transaction.js';
+import { BootenvError, EXIT_CODES, asBootenvError } from '../errors.js';
 import { renderError, renderErrorJson, renderJson, renderList, renderListScripted } from './render.js';
 
 declare const BOOTENV_VERSION: string;
@@ -36,6 +39,34 @@ interface Reply {
   data: unknown;
   /** What people read. */
   text: string;
+  /** Exit status other than 0 that is still a result (beadm upgrade passes on apt-get's). */
+  exitStatus?: number;
+}
+
+function outcomeText(outcome: TransactionOutcome): string {
+  switch (outcome.outcome) {
+    case 'finished':
+      return (
+        `bootenv: apt's changes are in boot environment ${outcome.name} (${outcome.subvolume}); ` +
+        `the running system is unchanged. Reboot to use it.\n` +
+        (outcome.replaced === null ? '' : `bootenv: ${outcome.name} includes and replaces ${outcome.replaced}, which held this boot's earlier apt changes.\n`)
+      );
+    case 'aborted':
+      return `bootenv: dpkg failed${outcome.dpkgStatus === null ? '' : ` (exit status ${outcome.dpkgStatus})`}; ${outcome.name === null ? 'no boot environment was made' : `boot environment ${outcome.name} was discarded`}. Nothing else changed.\n`;
+    default:
+      return '';
+  }
+}
+
+async function readStandardInput(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function aptPid(value: string): number {
+  if (!/^\d+$/.test(value)) throw new BootenvError('USAGE', `--apt-pid needs a process id, not ${JSON.stringify(value)}`);
+  return Number(value);
 }
 
 function libraryOptions(): Options {
@@ -155,6 +186,44 @@ function buildProgram(setReply: (reply: Reply) => void, setScripted: (value: boo
       setReply({ data: result, text: result.cleared === null ? '' : `Cleared the one-shot activation of ${result.cleared}.\n` });
     });
 
+  program
+    .command('upgrade')
+    .description('run apt-get dist-upgrade (or apt-get ARGS) diverted into a new BE')
+    .option('-n, --be-name <name>', 'name of the new BE (default: the name template)')
+    .argument('[apt-args...]', 'apt-get arguments, after -- (default: dist-upgrade)')
+    .allowUnknownOption()
+    .action(async (aptArguments: string[], commandOptions: { beName?: string }) => {
+      const status = await upgradeIntoBootEnvironment({ aptArguments, ...(commandOptions.beName === undefined ? {} : { beName: commandOptions.beName }) });
+      setReply({ data: { aptExitStatus: status }, text: '', exitStatus: status });
+    });
+
+  const hook = program.command('apt-hook', { hidden: true }).description("bootenv's APT entry points (see /etc/apt/apt.conf.d/50bootenv)");
+  hook.command('pre-install-pkgs').action(async () => {
+    await prepareTransaction(await readStandardInput(), options);
+    setReply({ data: null, text: '' });
+  });
+  hook
+    .command('enter')
+    .requiredOption('--apt-pid <pid>', 'apt process')
+    .argument('<dpkg-args...>')
+    .action(async (dpkgArgs: string[], commandOptions: { aptPid: string }) => {
+      const root = await enterTransaction(aptPid(commandOptions.aptPid), dpkgArgs, options);
+      setReply({ data: { root }, text: `${root}\n` });
+    });
+  hook
+    .command('dpkg-failed')
+    .requiredOption('--apt-pid <pid>', 'apt process')
+    .argument('<status>')
+    .action(async (status: string, commandOptions: { aptPid: string }) => {
+      await recordDpkgFailure(aptPid(commandOptions.aptPid), Number(status));
+      setReply({ data: null, text: '' });
+    });
+  hook.command('post-invoke').action(async () => {
+    const outcome = await finishTransaction(options);
+    setReply({ data: outcome, text: outcomeText(outcome) });
+  });
+  for (const command of hook.commands) command.exitOverride();
+
   return program;
 }
 
@@ -193,8 +262,9 @@ export async function runCli(argv: readonly string[]): Promise<CliOutput> {
       exitStatus: error.exitStatus,
     };
   }
-  if (reply === undefined) return { stdout: help, stderr: '', exitStatus: 0 };
-  return { stdout: json && !scripted ? renderJson(reply.data) : reply.text, stderr: '', exitStatus: 0 };
+  const notes = takeNotices().map((note) => `beadm: note: ${note}\n`).join('');
+  if (reply === undefined) return { stdout: help, stderr: notes, exitStatus: 0 };
+  return { stdout: json && !scripted ? renderJson(reply.data) : reply.text, stderr: notes, exitStatus: reply.exitStatus ?? 0 };
 }
 
 function internalDetail(error: BootenvError): string {

@@ -25,8 +25,10 @@ export interface RunOptions {
   input?: string;
   /** Extra environment variables, on top of the fixed ones. */
   env?: Record<string, string>;
-  /** Let the command write straight to our stdout/stderr (long-running tools). */
-  inheritOutput?: boolean;
+  /** Give the command our stdin, stdout and stderr (interactive tools such as apt-get). */
+  inheritStdio?: boolean;
+  /** Every exit status is an answer (the caller passes it on). */
+  anyExitCode?: boolean;
 }
 
 /**
@@ -43,8 +45,11 @@ export async function run(argv: readonly string[], options: RunOptions = {}): Pr
     extendEnv: true,
     reject: false,
     stripFinalNewline: false,
-    ...(options.input === undefined ? { stdin: 'ignore' as const } : { input: options.input }),
-    ...(options.inheritOutput ? { stdout: 'inherit' as const, stderr: 'inherit' as const } : {}),
+    ...(options.inheritStdio
+      ? { stdin: 'inherit' as const, stdout: 'inherit' as const, stderr: 'inherit' as const }
+      : options.input === undefined
+        ? { stdin: 'ignore' as const }
+        : { input: options.input }),
   });
   const stdout = typeof result.stdout === 'string' ? result.stdout : '';
   const stderr = typeof result.stderr === 'string' ? result.stderr : '';
@@ -59,7 +64,7 @@ export async function run(argv: readonly string[], options: RunOptions = {}): Pr
     throw new BootenvError('COMMAND_FAILED', `${argv.join(' ')}: ${result.shortMessage}`, { cause: result.cause });
   }
   const exitCode = result.exitCode ?? 1;
-  if (exitCode !== 0 && !(options.okExitCodes ?? []).includes(exitCode)) {
+  if (exitCode !== 0 && !options.anyExitCode && !(options.okExitCodes ?? []).includes(exitCode)) {
     const detail = stderr.trim() || stdout.trim() || `exit status ${exitCode}`;
     throw new BootenvError('COMMAND_FAILED', `${argv.join(' ')} failed: ${detail}`, { cause: result });
   }

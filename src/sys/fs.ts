@@ -142,3 +142,81 @@ export async function syncFile(file: string): Promise<void> {
     await handle.close();
   }
 }
+
+/** Removes a directory tree that bootenv itself made under /run/bootenv; missing is fine. */
+export async function removeTree(dir: string): Promise<void> {
+  if (!dir.startsWith('/run/bootenv/')) throw new BootenvError('INTERNAL', `refusing to remove ${dir}: not bootenv's runtime state`);
+  await fs.rm(dir, { recursive: true, force: true });
+}
+
+/** A copy of a file with what restoring it needs. */
+export interface SavedFile {
+  copy: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  atimeMs: number;
+  mtimeMs: number;
+}
+
+/** Copies `file` to `copy` with its metadata; null when `file` does not exist. */
+export async function saveFileCopy(file: string, copy: string): Promise<SavedFile | null> {
+  let stat;
+  try {
+    stat = await fs.lstat(file);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw error;
+  }
+  if (!stat.isFile()) throw new BootenvError('INTERNAL', `${file} is not a regular file`);
+  await fs.copyFile(file, copy);
+  return { copy, mode: stat.mode & 0o7777, uid: stat.uid, gid: stat.gid, atimeMs: stat.atimeMs, mtimeMs: stat.mtimeMs };
+}
+
+/**
+ * Puts a saved file back at `file`, atomically, with the content, mode, owner
+ * and times it had when saved.
+ */
+export async function restoreFileCopy(saved: SavedFile, file: string): Promise<void> {
+  const temporary = path.join(path.dirname(file), `.${path.basename(file)}.bootenv-restore-${process.pid}`);
+  await fs.copyFile(saved.copy, temporary);
+  try {
+    await fs.chown(temporary, saved.uid, saved.gid);
+    await fs.chmod(temporary, saved.mode);
+    await fs.utimes(temporary, saved.atimeMs / 1000, saved.mtimeMs / 1000);
+    await syncFile(temporary);
+    await fs.rename(temporary, file);
+  } catch (error) {
+    await fs.rm(temporary, { force: true });
+    throw error;
+  }
+  await syncDirectory(path.dirname(file));
+}
+
+/** Size of a file in bytes; 0 when it does not exist. */
+export async function fileSize(file: string): Promise<number> {
+  try {
+    return (await fs.stat(file)).size;
+  } catch {
+    return 0;
+  }
+}
+
+/** Resolves symlinks in `file`. */
+export async function realPath(file: string): Promise<string> {
+  return fs.realpath(file);
+}
+
+/** Appends the bytes of `source` from `offset` on to `target` (created if missing). */
+export async function appendFromOffset(source: string, offset: number, target: string): Promise<void> {
+  let data: Buffer;
+  try {
+    data = await fs.readFile(source);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw error;
+  }
+  if (data.length <= offset) return;
+  await fs.mkdir(path.dirname(target), { recursive: true });
+  await fs.appendFile(target, data.subarray(offset));
+}

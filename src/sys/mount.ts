@@ -30,6 +30,15 @@ export async function unmount(target: string, recursive = false): Promise<void> 
 }
 
 /**
+ * Detaches a mount that a running process still uses (apt keeps the dpkg lock
+ * files of the admin directory it planned against open until it exits); the
+ * kernel lets go of it when the last file is closed.
+ */
+export async function detachMount(target: string): Promise<void> {
+  await run(['umount', '--lazy', target]);
+}
+
+/**
  * Mounts btrfs `device` with `options` on a fresh directory under /run/bootenv
  * and registers its unmount and removal in `scope`. Returns the mount point.
  */
@@ -41,27 +50,46 @@ export async function mountBtrfsTemporarily(scope: Scope, device: string, option
   return target;
 }
 
+export interface ChrootOptions {
+  /** Bind the host's /tmp (apt's --recursive directories live there) instead of a fresh tmpfs. */
+  hostTmp?: boolean;
+  /** Host directories bound at the same path inside (e.g. /var/cache/apt/archives). */
+  binds?: readonly string[];
+  /** Keep the mounts when the scope commits (a transaction spanning processes); default: always undo. */
+  persist?: boolean;
+}
+
 /**
  * Prepares `root` for running a program chrooted in it: /proc, /sys, /dev (with
- * /dev/pts) bound from the host, and fresh tmpfs /run and /tmp. Every mount's
- * undo is registered in `scope` as soon as it exists.
+ * /dev/pts) bound from the host, a fresh tmpfs /run, /tmp (fresh or the
+ * host's), and `binds`. Every mount's undo is registered in `scope` as soon as
+ * it exists. Returns the mount points in the order they were made.
  */
-export async function mountChrootFilesystems(scope: Scope, root: string): Promise<void> {
-  const binds: Array<[string, boolean]> = [
-    ['/proc', false],
-    ['/sys', false],
-    ['/dev', true],
+export async function mountChrootFilesystems(scope: Scope, root: string, options: ChrootOptions = {}): Promise<string[]> {
+  const made: string[] = [];
+  const register = (target: string, recursive: boolean) => {
+    made.push(target);
+    const undo = () => unmount(target, recursive);
+    if (options.persist) scope.onAbort(`unmount ${target}`, undo);
+    else scope.always(`unmount ${target}`, undo);
+  };
+  const steps: Array<[string, () => Promise<void>, boolean]> = [
+    ['/proc', () => bindMount('/proc', `${root}/proc`), false],
+    ['/sys', () => bindMount('/sys', `${root}/sys`), false],
+    ['/dev', () => bindMount('/dev', `${root}/dev`, true), true],
+    ['/run', () => mountTmpfs(`${root}/run`, 'mode=0755'), false],
+    ['/tmp', () => (options.hostTmp ? bindMount('/tmp', `${root}/tmp`, true) : mountTmpfs(`${root}/tmp`, 'mode=1777')), options.hostTmp === true],
   ];
-  for (const [source, recursive] of binds) {
+  for (const [directory, mount, recursive] of steps) {
+    await fs.mkdir(`${root}${directory}`, { recursive: true });
+    await mount();
+    register(`${root}${directory}`, recursive);
+  }
+  for (const source of options.binds ?? []) {
     const target = `${root}${source}`;
     await fs.mkdir(target, { recursive: true });
-    await bindMount(source, target, recursive);
-    scope.always(`unmount ${target}`, () => unmount(target, recursive));
+    await bindMount(source, target);
+    register(target, false);
   }
-  for (const tmpfs of ['/run', '/tmp']) {
-    const target = `${root}${tmpfs}`;
-    await fs.mkdir(target, { recursive: true });
-    await mountTmpfs(target, tmpfs === '/tmp' ? 'mode=1777' : 'mode=0755');
-    scope.always(`unmount ${target}`, () => unmount(target));
-  }
+  return made;
 }

@@ -1,0 +1,50 @@
+/**
+ * What a dpkg command line asks for, as apt hands it to Dir::Bin::dpkg: does it
+ * change state (and so belongs in a BE), which .deb files and --recursive
+ * directories it reads, which file descriptors it reports on. Pure. The shell
+ * wrapper (hooks/apt/bootenv-apt) keeps its own copy of CHANGING_ACTIONS for
+ * its fast path; test/unit checks the two agree.
+ */
+
+/** dpkg actions that change the package database or the installed files. */
+export const CHANGING_ACTIONS = [
+  '-i',
+  '--install',
+  '--unpack',
+  '--configure',
+  '--triggers-only',
+  '-r',
+  '--remove',
+  '-P',
+  '--purge',
+  '--set-selections',
+  '--clear-selections',
+  '--update-avail',
+  '--merge-avail',
+  '-A',
+  '--record-avail',
+  '--clear-avail',
+  '--forget-old-unavail',
+  '--add-architecture',
+  '--remove-architecture',
+] as const;
+
+export interface DpkgInvocation {
+  changesState: boolean;
+  /** Absolute .deb paths named on the command line. */
+  debs: string[];
+  /** Directories given to --recursive (apt's /tmp/apt-dpkg-install-XXXXXX). */
+  recursiveDirectories: string[];
+}
+
+export function classifyDpkgArguments(args: readonly string[]): DpkgInvocation {
+  const changing = new Set<string>(CHANGING_ACTIONS);
+  const changesState = args.some((arg) => changing.has(arg));
+  const recursive = args.includes('--recursive') || args.includes('-R');
+  const operands = args.filter((arg) => arg.startsWith('/'));
+  return {
+    changesState,
+    debs: operands.filter((arg) => arg.endsWith('.deb')),
+    recursiveDirectories: recursive ? operands.filter((arg) => !arg.endsWith('.deb')) : [],
+  };
+}

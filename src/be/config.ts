@@ -1,0 +1,69 @@
+/**
+ * /etc/bootenv/bootenv.conf: `key = value` lines, `#` comments. Keys:
+ *   divert        always (default) | never | auto — whether apt's dpkg calls go
+ *                 into a new BE; `auto` runs dpkg in place when no BE can be
+ *                 made, `always` then refuses (fail closed).
+ *   name-template name of BEs made by apt: {date} (YYYYMMDD), {time} (HHMMSS),
+ *                 {n} (lowest counter that makes the name unique). Default
+ *                 apt-{date}-{n}.
+ * Pure parse; unknown keys and bad values are errors, so a typo is not ignored.
+ */
+import { BootenvError } from '../errors.js';
+
+export const CONFIG_FILE = '/etc/bootenv/bootenv.conf';
+
+export type DivertMode = 'always' | 'never' | 'auto';
+
+export interface BootenvConfig {
+  divert: DivertMode;
+  nameTemplate: string;
+}
+
+export const DEFAULT_CONFIG: BootenvConfig = { divert: 'always', nameTemplate: 'apt-{date}-{n}' };
+
+export function parseConfig(text: string): BootenvConfig {
+  const config = { ...DEFAULT_CONFIG };
+  text.split('\n').forEach((raw, index) => {
+    const line = raw.replace(/#.*$/, '').trim();
+    if (line === '') return;
+    const match = /^([a-z-]+)\s*=\s*(.*)$/.exec(line);
+    if (!match) throw new BootenvError('PARSE', `${CONFIG_FILE} line ${index + 1}: expected "key = value"`);
+    const [, key, value] = match as unknown as [string, string, string];
+    if (key === 'divert') {
+      if (value !== 'always' && value !== 'never' && value !== 'auto') {
+        throw new BootenvError('PARSE', `${CONFIG_FILE} line ${index + 1}: divert is always, never or auto, not ${JSON.stringify(value)}`);
+      }
+      config.divert = value;
+    } else if (key === 'name-template') {
+      if (!value.includes('{n}') && !value.includes('{time}')) {
+        throw new BootenvError('PARSE', `${CONFIG_FILE} line ${index + 1}: name-template needs {n} or {time} to make names unique`);
+      }
+      config.nameTemplate = value;
+    } else {
+      throw new BootenvError('PARSE', `${CONFIG_FILE} line ${index + 1}: unknown setting ${JSON.stringify(key)}`);
+    }
+  });
+  return config;
+}
+
+/**
+ * The name of a BE made by apt at `now`: the template filled in, with {n} one
+ * more than the highest counter among `taken` names of the same shape (never
+ * reused, so a newer BE never carries an older BE's name). The result still
+ * goes through name validation.
+ */
+export function nameFromTemplate(template: string, now: Date, taken: ReadonlySet<string>): string {
+  const pad = (value: number) => String(value).padStart(2, '0');
+  const date = `${now.getFullYear()}${pad(now.getMonth() + 1)}${pad(now.getDate())}`;
+  const time = `${pad(now.getHours())}${pad(now.getMinutes())}${pad(now.getSeconds())}`;
+  const filled = template.replaceAll('{date}', date).replaceAll('{time}', time);
+  if (!filled.includes('{n}')) return filled;
+  const [before, after] = filled.split('{n}', 2) as [string, string];
+  let highest = 0;
+  for (const name of taken) {
+    if (!name.startsWith(before) || !name.endsWith(after)) continue;
+    const counter = name.slice(before.length, name.length - after.length);
+    if (/^\d+$/.test(counter)) highest = Math.max(highest, Number(counter));
+  }
+  return filled.replaceAll('{n}', String(highest + 1));
+}
