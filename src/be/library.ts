@@ -90,21 +90,27 @@ export function takeNotices(): string[] {
 }
 
 /**
- * Starts an operation: probes the system, takes the global lock (`lock`),
- * mounts the top level privately, reads subvolumes and state. With the lock it
- * first cleans up interrupted apt transactions. Unless `forTransaction`, it
- * refuses (BUSY) while an apt transaction is under way.
+ * How an operation meets an apt transaction under way: `refuse` (BUSY: it
+ * would change BEs under apt), `allow` (reading, or the transaction's own steps).
+ */
+type DuringTransaction = 'refuse' | 'allow';
+
+/**
+ * Starts an operation: probes the system, takes the global lock, mounts the top
+ * level privately, reads subvolumes and state, and first cleans up interrupted
+ * apt transactions. Refuses (BUSY) while an apt transaction is under way unless
+ * `during` is 'allow'.
  * @internal shared by the library and the apt transaction.
  */
-export async function openSession(scope: Scope, options: Options, lock: boolean, forTransaction = false): Promise<Session> {
+export async function openSession(scope: Scope, options: Options, during: DuringTransaction = 'refuse'): Promise<Session> {
   const probe = await probeSystem();
-  if (lock) await acquireGlobalLock(scope, options.lockWaitSeconds ?? DEFAULT_LOCK_WAIT_SECONDS);
+  await acquireGlobalLock(scope, options.lockWaitSeconds ?? DEFAULT_LOCK_WAIT_SECONDS);
   const top = await mountBtrfsTemporarily(scope, probe.device, 'subvolid=5', 'top');
   const stateText = await readTextIfExists(path.join(top, CONTAINER, STATE_FILE));
   const state = stateText === undefined ? undefined : parseState(stateText);
-  if (lock) notices.push(...(await recoverInterruptedTransactions(top, state)));
+  notices.push(...(await recoverInterruptedTransactions(top, state)));
   const live = await readTransaction();
-  if (!forTransaction && lock && live !== undefined) {
+  if (during === 'refuse' && live !== undefined) {
     throw new BootenvError('BUSY', `apt (pid ${live.aptPid}) is installing into a new boot environment`, {
       hint: 'wait for apt to finish and try again',
     });
@@ -309,7 +315,7 @@ export interface InitOptions extends Options {
  */
 export async function initialize(options: InitOptions = {}): Promise<BootEnvironment> {
   return withScope(async (scope) => {
-    const session = await openSession(scope, options, true);
+    const session = await openSession(scope, options);
     if (session.state !== undefined) {
       throw new BootenvError('ALREADY_INITIALIZED', `bootenv is already set up (installed root ${session.state.installedRoot})`, {
         hint: 'see beadm list',
@@ -364,7 +370,7 @@ async function defaultInitialName(rootPath: string): Promise<string> {
 /** Lists the BEs (no lock; mounts the top level privately for the duration). */
 export async function listBootEnvironments(options: Options = {}): Promise<BootEnvironment[]> {
   return withScope(async (scope) => {
-    const session = await openSession(scope, options, false);
+    const session = await openSession(scope, options, 'allow');
     return describe(session, requireState(session));
   });
 }
@@ -382,7 +388,7 @@ export async function createBootEnvironment(options: CreateOptions): Promise<Boo
   assertValidName(options.name);
   if (options.source !== undefined) assertValidName(options.source);
   return withScope(async (scope) => {
-    const session = await openSession(scope, options, true);
+    const session = await openSession(scope, options);
     const state = requireState(session);
     const source = sourceFor(session, state, options.source);
     const created = await makeBootEnvironment(scope, session, state, options.name, source, options.description ?? '');
@@ -429,7 +435,7 @@ export interface ActivateOptions extends Options {
 export async function activateBootEnvironment(name: string, options: ActivateOptions = {}): Promise<BootEnvironment> {
   assertValidName(name);
   return withScope(async (scope) => {
-    const session = await openSession(scope, options, true);
+    const session = await openSession(scope, options);
     const state = requireState(session);
     const subvolume = findBootEnvironment(session, name);
     await requireBootable(session, name, subvolume);
@@ -455,7 +461,7 @@ export async function activateBootEnvironment(name: string, options: ActivateOpt
  */
 export async function completeBoot(options: Options = {}): Promise<{ cleared: string | null }> {
   return withScope(async (scope) => {
-    const session = await openSession(scope, options, true);
+    const session = await openSession(scope, options);
     const state = requireState(session);
     const oneShot = await oneShotName(session, state);
     const booted = bootEnvironmentSubvolumes(session).find(({ subvolume }) => subvolume.path === session.probe.bootedSubvolume);
@@ -478,7 +484,7 @@ export interface DestroyOptions extends Options {
 export async function destroyBootEnvironment(name: string, options: DestroyOptions = {}): Promise<{ name: string; subvolume: string }> {
   assertValidName(name);
   return withScope(async (scope) => {
-    const session = await openSession(scope, options, true);
+    const session = await openSession(scope, options);
     const state = requireState(session);
     const subvolume = findBootEnvironment(session, name);
     if (subvolume.path === session.probe.bootedSubvolume) {
@@ -514,7 +520,7 @@ export async function renameBootEnvironment(from: string, to: string, options: O
   assertValidName(from);
   assertValidName(to);
   return withScope(async (scope) => {
-    const session = await openSession(scope, options, true);
+    const session = await openSession(scope, options);
     const state = requireState(session);
     const subvolume = findBootEnvironment(session, from);
     if (mountsOfSubvolume(session.probe.mounts, session.probe.deviceNumber, subvolume.path).length > 0) {
@@ -545,7 +551,7 @@ export async function renameBootEnvironment(from: string, to: string, options: O
 export async function mountBootEnvironment(name: string, directory: string | undefined, options: Options = {}): Promise<BootEnvironment> {
   assertValidName(name);
   return withScope(async (scope) => {
-    const session = await openSession(scope, options, true);
+    const session = await openSession(scope, options);
     requireState(session);
     const subvolume = findBootEnvironment(session, name);
     const existing = mountsOfSubvolume(session.probe.mounts, session.probe.deviceNumber, subvolume.path);
@@ -573,7 +579,7 @@ export async function mountBootEnvironment(name: string, directory: string | und
 export async function unmountBootEnvironment(name: string, options: Options = {}): Promise<BootEnvironment> {
   assertValidName(name);
   return withScope(async (scope) => {
-    const session = await openSession(scope, options, true);
+    const session = await openSession(scope, options);
     requireState(session);
     const subvolume = findBootEnvironment(session, name);
     if (subvolume.path === session.probe.bootedSubvolume) {

@@ -20,6 +20,7 @@ import type { PackageAction } from '../apt/hook-input.js';
 import { BootenvError } from '../errors.js';
 import {
   makeDirectory,
+  modificationTime,
   pathExists,
   readTextIfExists,
   removeEmptyDirectory,
@@ -27,10 +28,12 @@ import {
   removeTree,
   restoreFileCopy,
   saveFileCopy,
+  setModificationTime,
   writeFileAtomic,
   type SavedFile,
 } from '../sys/fs.js';
 import { detachMount, RUNTIME_DIRECTORY, unmount } from '../sys/mount.js';
+import { stopProcessesRootedIn } from '../sys/process.js';
 import { CONTAINER, serializeState, STATE_FILE, type BootenvState } from './state.js';
 
 export const TRANSACTION_DIRECTORY = `${RUNTIME_DIRECTORY}/txn`;
@@ -48,6 +51,12 @@ export interface PreImage {
   saved: SavedFile | null;
 }
 
+export interface PreImages {
+  files: PreImage[];
+  /** Modification times of the files' directories, which apt's renames change. */
+  directories: Array<{ path: string; mtime: string }>;
+}
+
 export interface TransactionRecord {
   aptPid: number;
   aptStartTime: string;
@@ -57,7 +66,7 @@ export interface TransactionRecord {
   /** apt's command line, for the BE's metadata. */
   command: string[];
   actions: PackageAction[];
-  preImages: PreImage[];
+  preImages: PreImages;
   preImagesRestored: boolean;
   /** Byte sizes of apt's logs in the running root when the transaction began. */
   logOffsets: Record<string, number>;
@@ -177,22 +186,30 @@ export async function isAlive(record: { aptPid: number; aptStartTime: string }):
   return (await processStartTime(record.aptPid)) === record.aptStartTime;
 }
 
-/** Copies each file (or notes its absence) before apt writes it. */
-export async function savePreImages(paths: readonly string[]): Promise<PreImage[]> {
+/** Copies each file (or notes its absence), and its directory's mtime, before apt writes it. */
+export async function savePreImages(paths: readonly string[]): Promise<PreImages> {
   await makeDirectory(PREIMAGE_DIRECTORY, 0o700);
-  const preImages: PreImage[] = [];
+  const files: PreImage[] = [];
   for (const [index, file] of paths.entries()) {
-    preImages.push({ path: file, saved: await saveFileCopy(file, path.join(PREIMAGE_DIRECTORY, String(index))) });
+    files.push({ path: file, saved: await saveFileCopy(file, path.join(PREIMAGE_DIRECTORY, String(index))) });
   }
-  return preImages;
+  const directories = [];
+  for (const directory of new Set(paths.map((file) => path.dirname(file)))) {
+    if (await pathExists(directory)) directories.push({ path: directory, mtime: await modificationTime(directory) });
+  }
+  return { files, directories };
 }
 
-/** Puts every pre-imaged file back as it was (content, mode, owner, mtime), or removes it if it did not exist. */
-export async function restorePreImages(preImages: readonly PreImage[]): Promise<void> {
-  for (const preImage of preImages) {
+/**
+ * Puts every pre-imaged file back as it was (content, mode, owner, mtime), or
+ * removes it if it did not exist, then the directories' mtimes.
+ */
+export async function restorePreImages(preImages: PreImages): Promise<void> {
+  for (const preImage of preImages.files) {
     if (preImage.saved === null) await removeFile(preImage.path);
     else await restoreFileCopy(preImage.saved, preImage.path);
   }
+  for (const directory of preImages.directories) await setModificationTime(directory.path, directory.mtime);
 }
 
 /** Unmounts the transaction's mounts, newest first; a mount already gone is fine. */
@@ -209,6 +226,7 @@ export async function unmountTransaction(record: TransactionRecord): Promise<voi
  * they were before apt started.
  */
 export async function abortTransaction(record: TransactionRecord, top: string, state: BootenvState | undefined): Promise<void> {
+  await stopProcessesRootedIn(TRANSACTION_ROOT);
   await unmountTransaction(record);
   if (record.environment !== null) {
     const subvolume = path.join(top, record.environment.subvolume);

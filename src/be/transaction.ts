@@ -101,7 +101,7 @@ async function aptCommandLine(pid: number): Promise<string[]> {
 async function canMakeBootEnvironment(options: Options): Promise<boolean> {
   try {
     await probeSystem();
-    await withScope(async (scope) => requireState(await openSession(scope, options, false, true)));
+    await withScope(async (scope) => requireState(await openSession(scope, options, 'allow')));
     return true;
   } catch (error) {
     if (error instanceof BootenvError && ['UNSUPPORTED', 'NOT_INITIALIZED', 'TOOL_MISSING'].includes(error.code)) return false;
@@ -121,7 +121,7 @@ async function newRecord(aptPid: number, passthrough: boolean): Promise<Transact
     passthrough,
     command: await aptCommandLine(aptPid),
     actions: [],
-    preImages: [],
+    preImages: { files: [], directories: [] },
     preImagesRestored: false,
     logOffsets,
     environment: null,
@@ -152,11 +152,11 @@ export async function prepareTransaction(input: string, options: Options = {}): 
     return;
   }
   await withScope(async (scope) => {
-    const session = await openSession(scope, options, true, true);
+    const session = await openSession(scope, options, 'allow');
     requireState(session);
     const existing = requireOwnTransaction(await readTransaction(), aptPid);
     const record = existing ?? (await newRecord(aptPid, false));
-    if (record.preImages.length === 0 && record.environment === null) {
+    if (record.preImages.files.length === 0 && record.environment === null) {
       const pending = await readPending();
       const extendedStates = pending === undefined ? EXTENDED_STATES : `${PENDING_ROOT}${EXTENDED_STATES}`;
       record.preImages = await savePreImages([extendedStates, ...RUNNING_ROOT_PRE_DPKG_FILES]);
@@ -182,7 +182,7 @@ export async function enterTransaction(dpkgParentPid: number, dpkgArgs: readonly
     return '';
   }
   return withScope(async (scope) => {
-    const session = await openSession(scope, options, true, true);
+    const session = await openSession(scope, options, 'allow');
     const state = requireState(session);
     const record = requireOwnTransaction(await readTransaction(), aptPid) ?? (await newRecord(aptPid, false));
     if (record.environment === null) await openBootEnvironment(scope, session, state, record, config);
@@ -297,7 +297,7 @@ export async function finishTransaction(options: Options = {}): Promise<Transact
       await removeTransactionRecord();
       return { outcome: 'in-place' } as const;
     }
-    const session = await openSession(scope, options, true, true);
+    const session = await openSession(scope, options, 'allow');
     const state = requireState(session);
     const record = requireOwnTransaction(await readTransaction(), aptPid) as TransactionRecord;
     if (record.environment === null || record.dpkgFailed !== null) {

@@ -7,6 +7,7 @@
 import { constants, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { BootenvError } from '../errors.js';
+import { run } from './exec.js';
 import { throwIfInterrupted } from './scope.js';
 
 /** Reads a text file; undefined when it does not exist. */
@@ -155,8 +156,23 @@ export interface SavedFile {
   mode: number;
   uid: number;
   gid: number;
-  atimeMs: number;
-  mtimeMs: number;
+  /** Modification time, "SECONDS.NANOSECONDS". */
+  mtime: string;
+}
+
+function exactTime(seconds: bigint, nanoseconds: bigint): string {
+  return `${seconds}.${String(nanoseconds).padStart(9, '0')}`;
+}
+
+/** The exact modification time of `file`, "SECONDS.NANOSECONDS" (Node's numbers lose the nanoseconds). */
+export async function modificationTime(file: string): Promise<string> {
+  const stat = await fs.lstat(file, { bigint: true });
+  return exactTime(stat.mtimeNs / 1_000_000_000n, stat.mtimeNs % 1_000_000_000n);
+}
+
+/** Sets the modification time of `file` to an exact "SECONDS.NANOSECONDS" (through touch: utimes() from Node is not exact). */
+export async function setModificationTime(file: string, mtime: string): Promise<void> {
+  await run(['touch', '--no-dereference', '-m', '-d', `@${mtime}`, file]);
 }
 
 /** Copies `file` to `copy` with its metadata; null when `file` does not exist. */
@@ -170,12 +186,12 @@ export async function saveFileCopy(file: string, copy: string): Promise<SavedFil
   }
   if (!stat.isFile()) throw new BootenvError('INTERNAL', `${file} is not a regular file`);
   await fs.copyFile(file, copy);
-  return { copy, mode: stat.mode & 0o7777, uid: stat.uid, gid: stat.gid, atimeMs: stat.atimeMs, mtimeMs: stat.mtimeMs };
+  return { copy, mode: stat.mode & 0o7777, uid: stat.uid, gid: stat.gid, mtime: await modificationTime(file) };
 }
 
 /**
  * Puts a saved file back at `file`, atomically, with the content, mode, owner
- * and times it had when saved.
+ * and modification time it had when saved.
  */
 export async function restoreFileCopy(saved: SavedFile, file: string): Promise<void> {
   const temporary = path.join(path.dirname(file), `.${path.basename(file)}.bootenv-restore-${process.pid}`);
@@ -183,7 +199,7 @@ export async function restoreFileCopy(saved: SavedFile, file: string): Promise<v
   try {
     await fs.chown(temporary, saved.uid, saved.gid);
     await fs.chmod(temporary, saved.mode);
-    await fs.utimes(temporary, saved.atimeMs / 1000, saved.mtimeMs / 1000);
+    await setModificationTime(temporary, saved.mtime);
     await syncFile(temporary);
     await fs.rename(temporary, file);
   } catch (error) {

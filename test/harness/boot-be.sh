@@ -39,5 +39,14 @@ mount -t proc proc "$NEWROOT/proc"
 mount -t sysfs sysfs "$NEWROOT/sys"
 mount -t tmpfs -o mode=0755 tmpfs "$NEWROOT/run"
 mount -t tmpfs -o mode=1777 tmpfs "$NEWROOT/tmp"
+# What systemd-tmpfiles does at boot for bootenv (the base has no systemd).
+if [ -r "$NEWROOT/usr/lib/tmpfiles.d/bootenv.conf" ]; then
+  while read -r type path mode _; do
+    case "$type" in
+    d) mkdir -p -m "$mode" "$NEWROOT$path" ;;
+    f) install -m "$mode" /dev/null "$NEWROOT$path" ;;
+    esac
+  done <"$NEWROOT/usr/lib/tmpfiles.d/bootenv.conf"
+fi
 if [ -n "$setup" ]; then eval "$setup"; fi
 exec chroot "$NEWROOT" "$@"

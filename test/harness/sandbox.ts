@@ -2,9 +2,9 @@
  * Sandboxes for integration tests: a sparse image file on a loop device with a
  * fresh btrfs holding the cached Debian base, laid out the way installers do
  * (Ubuntu: @ and @home; Debian: @rootfs; flat: the system at the top level),
- * with dist/beadm.js installed as /usr/sbin/beadm and bootenv's GRUB script in
- * /etc/grub.d. "Booting" a subvolume runs a command chrooted in it inside a
- * private mount namespace (see boot-be.sh); its mounts die with it.
+ * with bootenv installed where the package puts it. "Booting" a subvolume runs
+ * a command chrooted in it inside private mount and PID namespaces (see
+ * boot-be.sh); its mounts and processes die with it.
  *
  * Everything a sandbox creates (temp dir, loop device, host mounts) is undone
  * by close(), which tests call in afterAll/finally; assertNothingLeft() checks it.
@@ -15,6 +15,26 @@ import { execa, type Result } from 'execa';
 import { REPOSITORY } from './base.js';
 
 export type Layout = 'ubuntu' | 'debian' | 'flat';
+
+/**
+ * Installs bootenv's files into the root at `root` where the package puts
+ * them: beadm, the GRUB script, the APT hooks and configuration.
+ */
+export async function installBootenv(root: string): Promise<void> {
+  const files: Array<[string, string, string]> = [
+    ['dist/beadm.js', 'usr/sbin/beadm', '0755'],
+    ['hooks/grub.d/09_bootenv', 'etc/grub.d/09_bootenv', '0755'],
+    ['hooks/apt/bootenv-apt', 'usr/lib/bootenv/apt-hook', '0755'],
+    ['hooks/apt/50bootenv', 'etc/apt/apt.conf.d/50bootenv', '0644'],
+    ['hooks/bootenv.conf', 'etc/bootenv/bootenv.conf', '0644'],
+    ['hooks/tmpfiles.d/bootenv.conf', 'usr/lib/tmpfiles.d/bootenv.conf', '0644'],
+  ];
+  for (const [source, target, mode] of files) {
+    await execa('install', ['-D', '-m', mode, path.join(REPOSITORY, source), path.join(root, target)]);
+  }
+  await execa('ln', ['-sfn', 'apt-hook', path.join(root, 'usr/lib/bootenv/dpkg')]);
+  await execa('ln', ['-sfn', '/run/bootenv/pending/apt.conf', path.join(root, 'etc/apt/apt.conf.d/51bootenv-pending')]);
+}
 
 export interface RunResult {
   exitCode: number;
@@ -61,8 +81,7 @@ export class Sandbox {
           '',
         ].join('\n');
         await execa('sh', ['-c', 'printf "%s" "$1" > "$2"', 'sh', fstab, path.join(root, 'etc/fstab')]);
-        await execa('install', ['-m', '0755', path.join(REPOSITORY, 'dist/beadm.js'), path.join(root, 'usr/sbin/beadm')]);
-        await execa('install', ['-m', '0755', path.join(REPOSITORY, 'hooks/grub.d/09_bootenv'), path.join(root, 'etc/grub.d/09_bootenv')]);
+        await installBootenv(root);
       });
       return sandbox;
     } catch (error) {
@@ -94,7 +113,9 @@ export class Sandbox {
     try {
       const result: Result = await execa(
         'unshare',
-        ['--mount', '--propagation', 'private', '--', 'bash', path.join(REPOSITORY, 'test/harness/boot-be.sh'), this.loop, this.uuid, subvolume, newRoot, options.setup ?? '', '--', ...argv],
+        // A PID namespace of its own: when the boot's first process ends, the kernel kills
+        // everything still running in it, as a power cut would; no boot leaves processes behind.
+        ['--mount', '--propagation', 'private', '--pid', '--fork', '--kill-child', '--', 'bash', path.join(REPOSITORY, 'test/harness/boot-be.sh'), this.loop, this.uuid, subvolume, newRoot, options.setup ?? '', '--', ...argv],
         {
           reject: false,
           // A booted system starts with a clean environment, not the test runner's.
