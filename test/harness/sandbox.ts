@@ -24,8 +24,8 @@ export async function installBootenv(root: string): Promise<void> {
   const files: Array<[string, string, string]> = [
     ['dist/beadm.js', 'usr/sbin/beadm', '0755'],
     ['hooks/grub.d/09_bootenv', 'etc/grub.d/09_bootenv', '0755'],
-    ['hooks/apt/bootenv-apt', 'usr/lib/bootenv/apt-hook', '0755'],
-    ['hooks/apt/50bootenv', 'etc/apt/apt.conf.d/50bootenv', '0644'],
+    ['hooks/apt/apt-hook', 'usr/lib/bootenv/apt-hook', '0755'],
+    ['hooks/apt/apt.conf', 'usr/lib/bootenv/apt.conf', '0644'],
     ['hooks/bootenv.conf', 'etc/bootenv/bootenv.conf', '0644'],
     ['hooks/tmpfiles.d/bootenv.conf', 'usr/lib/tmpfiles.d/bootenv.conf', '0644'],
   ];
@@ -33,6 +33,7 @@ export async function installBootenv(root: string): Promise<void> {
     await execa('install', ['-D', '-m', mode, path.join(REPOSITORY, source), path.join(root, target)]);
   }
   await execa('ln', ['-sfn', 'apt-hook', path.join(root, 'usr/lib/bootenv/dpkg')]);
+  await execa('ln', ['-sfn', '/usr/lib/bootenv/apt.conf', path.join(root, 'etc/apt/apt.conf.d/50bootenv')]);
   await execa('ln', ['-sfn', '/run/bootenv/pending/apt.conf', path.join(root, 'etc/apt/apt.conf.d/51bootenv-pending')]);
 }
 
