@@ -1,9 +1,11 @@
 #!/bin/bash
 # Installs what building and testing bootenv needs on a fresh Debian/Ubuntu
-# machine (run as root): btrfs tools, debootstrap for the sandbox root, GRUB's
-# script checker, zstd for the cached base. Node.js/npm must already be there.
+# machine (run as root): btrfs tools, debootstrap for the sandbox roots, GRUB's
+# script checker, zstd for the cached bases, debhelper and lintian for the
+# .deb. Node.js/npm must already be there.
 set -euo pipefail
-packages=(btrfs-progs debootstrap grub-common grub2-common zstd util-linux e2fsprogs xz-utils ca-certificates)
+packages=(btrfs-progs debootstrap grub-common grub2-common zstd util-linux e2fsprogs xz-utils ca-certificates
+  debhelper dpkg-dev fakeroot lintian)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")

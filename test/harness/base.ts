@@ -5,7 +5,7 @@
  * run, a developer's later runs reuse it.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
@@ -26,10 +26,13 @@ export interface BaseSpec {
   packages: readonly string[];
 }
 
-export const BOOKWORM: BaseSpec = {
-  suite: 'bookworm',
-  packages: ['linux-image-amd64', 'grub2-common', 'grub-pc-bin', 'btrfs-progs', 'nodejs'],
-};
+const PACKAGES = ['linux-image-amd64', 'grub2-common', 'grub-pc-bin', 'btrfs-progs', 'nodejs', 'man-db'];
+
+/** Debian 12: nodejs 18.20, the oldest Node bootenv supports. */
+export const BOOKWORM: BaseSpec = { suite: 'bookworm', packages: PACKAGES };
+
+/** Debian 13: nodejs 20, GRUB 2.12. */
+export const TRIXIE: BaseSpec = { suite: 'trixie', packages: PACKAGES };
 
 export function cacheDirectory(): string {
   return process.env.BOOTENV_TEST_CACHE ?? path.join(REPOSITORY, '.cache/test');
@@ -64,6 +67,12 @@ export async function ensureBase(spec: BaseSpec): Promise<string> {
     const partial = `${tarball}.partial`;
     await execa('sh', ['-c', 'tar --xattrs --xattrs-include="*" --acls --numeric-owner -C "$1" -cf - . | zstd -q -1 -T0 -o "$2" -f', 'sh', root, partial]);
     renameSync(partial, tarball);
+    // Older bases of this suite (other package lists) are not needed any more.
+    for (const name of readdirSync(cacheDirectory())) {
+      if (name.startsWith(`base-${spec.suite}-`) && name.endsWith('.tar.zst') && path.join(cacheDirectory(), name) !== tarball) {
+        rmSync(path.join(cacheDirectory(), name));
+      }
+    }
     return tarball;
   } finally {
     await unmountUnder(work);

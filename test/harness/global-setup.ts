@@ -6,9 +6,11 @@
  */
 import { accessSync, constants, readFileSync } from 'node:fs';
 import type { TestProject } from 'vitest/node';
-import { BOOKWORM, ensureBase } from './base.js';
+import path from 'node:path';
+import { execa } from 'execa';
+import { BOOKWORM, REPOSITORY, TRIXIE, ensureBase } from './base.js';
 
-const TOOLS = ['debootstrap', 'mkfs.btrfs', 'btrfs', 'losetup', 'unshare', 'chroot', 'zstd', 'blkid', 'findmnt', 'grub-script-check'];
+const TOOLS = ['debootstrap', 'mkfs.btrfs', 'btrfs', 'losetup', 'unshare', 'chroot', 'zstd', 'blkid', 'findmnt', 'grub-script-check', 'dpkg-buildpackage', 'dh', 'lintian'];
 
 function missingPrerequisites(): string[] {
   const missing: string[] = [];
@@ -34,6 +36,8 @@ function missingPrerequisites(): string[] {
 declare module 'vitest' {
   export interface ProvidedContext {
     bookwormBase: string;
+    trixieBase: string;
+    debPackage: string;
   }
 }
 
@@ -44,5 +48,8 @@ export default async function setup(project: TestProject): Promise<void> {
   }
   const started = Date.now();
   project.provide('bookwormBase', await ensureBase(BOOKWORM));
-  console.log(`bookworm base ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  project.provide('trixieBase', await ensureBase(TRIXIE));
+  console.log(`Debian 12 and 13 bases ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  const built = await execa('bash', [path.join(REPOSITORY, 'scripts/build-deb.sh')]);
+  project.provide('debPackage', path.join(REPOSITORY, built.stdout.trim().split('\n').at(-1) as string));
 }

@@ -59,7 +59,9 @@ export class Sandbox {
     return { ubuntu: '@', debian: '@rootfs', flat: '' }[this.layout];
   }
 
-  static async create(tarball: string, layout: Layout, sizeGiB = 4): Promise<Sandbox> {
+  /** `withBootenv: false` leaves bootenv out (to install it from the .deb). */
+  static async create(tarball: string, layout: Layout, options: { withBootenv?: boolean; sizeGiB?: number } = {}): Promise<Sandbox> {
+    const sizeGiB = options.sizeGiB ?? 4;
     const directory = mkdtempSync('/var/tmp/bootenv-test.');
     const image = path.join(directory, 'disk.img');
     let loop: string | undefined;
@@ -74,15 +76,15 @@ export class Sandbox {
         if (layout !== 'flat') await execa('btrfs', ['subvolume', 'create', root]);
         if (layout === 'ubuntu') await execa('btrfs', ['subvolume', 'create', path.join(top, '@home')]);
         await execa('sh', ['-c', 'zstd -q -d -c "$1" | tar --xattrs --xattrs-include="*" --acls --numeric-owner -C "$2" -xf -', 'sh', tarball, root]);
-        const options = layout === 'flat' ? 'defaults' : `defaults,subvol=${sandbox.installedRoot}`;
+        const rootOptions = layout === 'flat' ? 'defaults' : `defaults,subvol=${sandbox.installedRoot}`;
         const fstab = [
           '# /etc/fstab: static file system information.',
-          `UUID=${uuid} / btrfs ${options} 0 1`,
+          `UUID=${uuid} / btrfs ${rootOptions} 0 1`,
           ...(layout === 'ubuntu' ? [`UUID=${uuid} /home btrfs defaults,subvol=@home 0 2`] : []),
           '',
         ].join('\n');
         await execa('sh', ['-c', 'printf "%s" "$1" > "$2"', 'sh', fstab, path.join(root, 'etc/fstab')]);
-        await installBootenv(root);
+        if (options.withBootenv ?? true) await installBootenv(root);
       });
       return sandbox;
     } catch (error) {

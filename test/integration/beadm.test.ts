@@ -1,7 +1,6 @@
 // beadm on a real btrfs loop image laid out like an Ubuntu install (@ and @home), with a
 // debootstrapped Debian 12, real GRUB tools and Debian's node: the story of issue #2,
 // asserted through btrfs-progs, findmnt, the fstab and grub.cfg files and grub-script-check.
-import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -40,18 +39,21 @@ function grubScriptCheck(text: string): void {
   }
 }
 
-/** Everything an operation could change: subvolumes, state, GRUB files, each BE's fstab. */
-async function fingerprint(): Promise<string> {
+/**
+ * Everything an operation could change: subvolumes, state, GRUB files, each BE's fstab.
+ * The (empty) section a test's own extra /etc/grub.d script adds to grub.cfg is left out.
+ */
+async function fingerprint(): Promise<Record<string, string>> {
   const subvolumes = await sandbox.subvolumes();
   return sandbox.withTopLevel(async (top) => {
-    const hash = createHash('sha256').update(subvolumes.join('\n'));
-    for (const file of ['@bootenv/.bootenv.json', '@/boot/grub/grub.cfg', '@/boot/grub/bootenv/entries.cfg', '@/boot/grub/grubenv']) {
-      hash.update(file).update(execFileSync('cat', [path.join(top, file)], { stdio: ['ignore', 'pipe', 'ignore'] }).toString());
+    const files = ['@bootenv/.bootenv.json', '@/boot/grub/grub.cfg', '@/boot/grub/bootenv/entries.cfg', '@/boot/grub/grubenv'];
+    files.push(...subvolumes.filter((s) => s.startsWith('@bootenv/')).map((s) => `${s}/etc/fstab`));
+    const contents: Record<string, string> = { subvolumes: subvolumes.join('\n') };
+    for (const file of files) {
+      const text = execFileSync('cat', [path.join(top, file)], { stdio: ['ignore', 'pipe', 'ignore'] }).toString();
+      contents[file] = text.replace(/\n### BEGIN \/etc\/grub\.d\/(99_test_[a-z]+) ###\n### END \/etc\/grub\.d\/\1 ###\n/g, '');
     }
-    for (const subvolume of subvolumes.filter((s) => s.startsWith('@bootenv/'))) {
-      hash.update(execFileSync('cat', [path.join(top, subvolume, 'etc/fstab')]).toString());
-    }
-    return hash.digest('hex');
+    return contents;
   });
 }
 
@@ -97,7 +99,7 @@ describe('beadm on an Ubuntu-style layout', () => {
     const again = await sandbox.beadm('@', ['init']);
     expect(again.exitCode).toBe(EXIT.ALREADY_INITIALIZED);
     expect(again.stderr).toMatch(/already set up/);
-    expect(await fingerprint()).toBe(before);
+    expect(await fingerprint()).toEqual(before);
   });
 
   it('booting the first BE: flagged NR, /home is still @home, GRUB home at /boot/grub', async () => {
@@ -150,7 +152,7 @@ describe('beadm on an Ubuntu-style layout', () => {
     expect(missing.exitCode).toBe(EXIT.NOT_FOUND);
     const notABootEnvironment = await sandbox.beadm(firstBE.subvolume, ['destroy', '@home']);
     expect(notABootEnvironment.exitCode).toBe(EXIT.INVALID_NAME);
-    expect(await fingerprint()).toBe(before);
+    expect(await fingerprint()).toEqual(before);
   });
 
   it.each([
@@ -171,7 +173,7 @@ describe('beadm on an Ubuntu-style layout', () => {
       expect(name.startsWith('-') ? [2, EXIT.INVALID_NAME] : [EXIT.INVALID_NAME], args.join(' ')).toContain(result.exitCode);
       expect(result.stderr).not.toBe('');
     }
-    expect(await fingerprint()).toBe(before);
+    expect(await fingerprint()).toEqual(before);
   });
 
   it('a non-UTF-8 name fails with a clear error and changes nothing', async () => {
@@ -179,14 +181,14 @@ describe('beadm on an Ubuntu-style layout', () => {
     const result = await sandbox.boot(firstBE.subvolume, ['sh', '-c', 'exec /usr/sbin/beadm create "$(printf "b\\377\\376")"']);
     expect(result.exitCode).toBe(EXIT.INVALID_NAME);
     expect(result.stderr).toMatch(/invalid BE name/);
-    expect(await fingerprint()).toBe(before);
+    expect(await fingerprint()).toEqual(before);
   });
 
   it('create refuses an existing name', async () => {
     const before = await fingerprint();
     const result = await sandbox.beadm(firstBE.subvolume, ['create', 'b2']);
     expect(result.exitCode).toBe(EXIT.EXISTS);
-    expect(await fingerprint()).toBe(before);
+    expect(await fingerprint()).toEqual(before);
   });
 
   it('list -H: no header, tab-separated, raw numbers', async () => {
@@ -277,7 +279,7 @@ describe('beadm on an Ubuntu-style layout', () => {
     expect(booted.exitCode).toBe(EXIT.BUSY);
     const taken = await sandbox.beadm(firstBE.subvolume, ['rename', 'b5', 'b2']);
     expect(taken.exitCode).toBe(EXIT.EXISTS);
-    expect(await fingerprint()).toBe(before);
+    expect(await fingerprint()).toEqual(before);
   });
 
   it('activate -t boots a BE once: T flag, next_entry in grubenv, cleared after that boot', async () => {
@@ -310,7 +312,7 @@ describe('beadm on an Ubuntu-style layout', () => {
     const result = await sandbox.beadm(firstBE.subvolume, ['activate', 'nokernel']);
     expect(result.exitCode).toBe(EXIT.NOT_BOOTABLE);
     expect(result.stderr).toMatch(/no kernel/);
-    expect(await fingerprint()).toBe(before);
+    expect(await fingerprint()).toEqual(before);
   });
 
   it('a second beadm fails clearly while another holds the lock', async () => {
@@ -319,7 +321,47 @@ describe('beadm on an Ubuntu-style layout', () => {
     const result = await sandbox.boot(firstBE.subvolume, ['bash', '-c', script]);
     expect(result.stdout).toContain(`rc=${EXIT.LOCKED}`);
     expect(result.stderr).toMatch(/holds \/run\/bootenv\/lock/);
-    expect(await fingerprint()).toBe(before);
+    expect(await fingerprint()).toEqual(before);
+  });
+
+  /** Puts an extra script into the installed root's /etc/grub.d for the duration of `body`. */
+  async function withGrubScript(name: string, script: string, body: () => Promise<void>): Promise<void> {
+    const file = (top: string) => path.join(top, '@/etc/grub.d', name);
+    await sandbox.withTopLevel(async (top) => {
+      writeFileSync(file(top), script, { mode: 0o755 });
+    });
+    try {
+      await body();
+    } finally {
+      await sandbox.withTopLevel(async (top) => {
+        rmSync(file(top), { force: true });
+      });
+    }
+  }
+
+  it('a failing grub-mkconfig undoes create: no subvolume, state, GRUB change or mount left', async () => {
+    const before = await fingerprint();
+    await withGrubScript('99_test_fail', '#!/bin/sh\necho "injected failure" >&2\nexit 1\n', async () => {
+      const result = await sandbox.boot(firstBE.subvolume, ['bash', '-c', 'beadm create failing; echo "rc=$?"; findmnt -rn -o TARGET | grep -c /run/bootenv']);
+      expect(result.stdout).toContain('rc=12');
+      expect(result.stderr).toMatch(/grub-mkconfig .*failed: .*injected failure/s);
+      expect(result.stdout.trim().split('\n').at(-1)).toBe('0');
+    });
+    expect(await fingerprint()).toEqual(before);
+    expect(await sandbox.subvolumes()).not.toContain('@bootenv/failing');
+  });
+
+  it('SIGTERM during create unwinds it: exit 130, nothing half-made or mounted', async () => {
+    const before = await fingerprint();
+    await withGrubScript('99_test_slow', '#!/bin/sh\nsleep 3\n', async () => {
+      const script = 'beadm create interrupted & pid=$!; sleep 1.5; kill -TERM $pid; wait $pid; echo "rc=$?"; findmnt -rn -o TARGET | grep -c /run/bootenv';
+      const result = await sandbox.boot(firstBE.subvolume, ['bash', '-c', script]);
+      expect(result.stdout).toContain('rc=130');
+      expect(result.stderr).toMatch(/interrupted by SIGTERM/);
+      expect(result.stdout.trim().split('\n').at(-1)).toBe('0');
+    });
+    expect(await fingerprint()).toEqual(before);
+    expect(await sandbox.subvolumes()).not.toContain('@bootenv/interrupted');
   });
 
   it('leaves nothing mounted on the host', async () => {
