@@ -16,12 +16,14 @@
  */
 import path from 'node:path';
 import { deleteSubvolume } from '../btrfs/commands.js';
+import { mountAt, parseMountInfo } from '../btrfs/mountinfo.js';
 import type { PackageAction } from '../apt/hook-input.js';
 import { BootenvError } from '../errors.js';
 import {
   makeDirectory,
   modificationTime,
   pathExists,
+  readText,
   readTextIfExists,
   removeEmptyDirectory,
   removeFile,
@@ -136,8 +138,7 @@ export async function clearPending(): Promise<void> {
 }
 
 export async function isMountPoint(target: string): Promise<boolean> {
-  const text = (await readTextIfExists('/proc/self/mountinfo')) ?? '';
-  return text.split('\n').some((line) => line.split(' ')[4] === target);
+  return mountAt(parseMountInfo(await readText('/proc/self/mountinfo')), target) !== undefined;
 }
 
 /** Field 22 of /proc/PID/stat (start time in clock ticks); undefined when the process is gone. */

@@ -20,7 +20,7 @@
  * (unless divert = auto).
  */
 import path from 'node:path';
-import { deleteSubvolume, listSubvolumes, snapshotSubvolume } from '../btrfs/commands.js';
+import { deleteSubvolume } from '../btrfs/commands.js';
 import { classifyDpkgArguments } from '../apt/dpkg-args.js';
 import { parsePreInstallPkgsInput } from '../apt/hook-input.js';
 import { BootenvError } from '../errors.js';
@@ -40,9 +40,9 @@ import {
 import { bindMount, mountBtrfs, mountChrootFilesystems, unmount } from '../sys/mount.js';
 import { withScope, type Scope } from '../sys/scope.js';
 import { CONFIG_FILE, DEFAULT_CONFIG, nameFromTemplate, parseConfig, type BootenvConfig } from './config.js';
-import { rewriteFstabForBootEnvironment } from './fstab.js';
 import {
   bootEnvironmentSubvolumes,
+  makeBootEnvironment,
   openSession,
   refreshBootMenu,
   requireState,
@@ -212,22 +212,11 @@ async function openBootEnvironment(
   const name = process.env.BOOTENV_BE_NAME ?? nameFromTemplate(config.nameTemplate, new Date(), new Set(environments.map((e) => e.name)));
   assertValidName(name);
   const subvolume = `${CONTAINER}/${name}`;
-  const target = path.join(session.top, subvolume);
-  if (await pathExists(target)) throw new BootenvError('EXISTS', `${subvolume} already exists`, { hint: 'choose another --be-name' });
 
-  await snapshotSubvolume(path.join(session.top, base.subvolume.path), target);
-  scope.onAbort(`delete half-made ${subvolume}`, () => deleteSubvolume(target));
-  const fstab = path.join(target, 'etc/fstab');
-  await writeFileAtomic(fstab, rewriteFstabForBootEnvironment((await readTextIfExists(fstab)) ?? '', subvolume, state.installedRoot));
-  session.subvolumes = await listSubvolumes(session.top);
-  const created = session.subvolumes.find((candidate) => candidate.path === subvolume);
-  if (created === undefined) throw new BootenvError('INTERNAL', `${subvolume} is not listed by btrfs`);
-  state.environments[created.uuid] = {
-    originUuid: base.subvolume.uuid,
-    created: new Date().toISOString(),
-    description: `apt: ${record.command.slice(1).join(' ')}`.slice(0, 200),
-    transaction: { open: true, subvolume, command: record.command, packages: record.actions, finished: null },
-  };
+  const description = `apt: ${record.command.slice(1).join(' ')}`.slice(0, 200);
+  const created = await makeBootEnvironment(scope, session, state, name, base.subvolume, description);
+  const entry = state.environments[created.uuid] as NonNullable<BootenvState['environments'][string]>;
+  entry.transaction = { open: true, subvolume, command: record.command, packages: record.actions, finished: null };
   await saveState(scope, session, state);
   record.environment = { name, uuid: created.uuid, subvolume, baseUuid: base.subvolume.uuid, basePending: pending !== undefined };
 
