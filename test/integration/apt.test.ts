@@ -278,6 +278,21 @@ describe('apt-get diverted into a new BE', () => {
     expect((await versionsIn('@bootenv/named'))['bootenv-t-conf']).toBe('1.1');
   });
 
+  it('fails closed: when no BE can be made, apt fails and dpkg never touches the running root', async () => {
+    const before = await manifestOf(pending.subvolume);
+    const environments = await bootEnvironments();
+    // An invalid BE name makes the snapshot impossible, deterministically.
+    const script = `${APT_ENV} BOOTENV_BE_NAME='no good' apt-get install -y bootenv-t-fails 2>&1; echo "rc=$?"; ls /run/bootenv`;
+    const result = await sandbox.boot(pending.subvolume, ['bash', '-c', script]);
+    expect(result.stdout).toContain('beadm: invalid BE name "no good"');
+    expect(result.stdout).toMatch(/E: Sub-process \/usr\/lib\/bootenv\/dpkg returned an error code/);
+    expect(result.stdout).toContain('rc=100');
+    expect(result.stdout).not.toContain('Unpacking bootenv-t-fails');
+    expect(result.stdout).not.toMatch(/^txn$/m);
+    await expectUnchanged(pending.subvolume, before);
+    expect(await bootEnvironments()).toEqual(environments);
+  });
+
   it('BOOTENV=off runs dpkg in place, as without bootenv', async () => {
     const environments = await bootEnvironments();
     expect((await versionsIn(pending.subvolume))['bootenv-t-many-4']).toBe('1.0');
