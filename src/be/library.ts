@@ -84,9 +84,14 @@ export interface Session {
 
 const notices: string[] = [];
 
-/** What the last operations cleaned up on the way (interrupted transactions); for the CLI to print. */
+/** What the last operations cleaned up or decided on the way; for the CLI to print. */
 export function takeNotices(): string[] {
   return notices.splice(0, notices.length);
+}
+
+/** @internal Records a sentence for the user (printed by the CLI on stderr as a note). */
+export function notify(sentence: string): void {
+  notices.push(sentence);
 }
 
 /**

@@ -43,6 +43,7 @@ import { CONFIG_FILE, DEFAULT_CONFIG, nameFromTemplate, parseConfig, type Booten
 import {
   bootEnvironmentSubvolumes,
   makeBootEnvironment,
+  notify,
   openSession,
   refreshBootMenu,
   requireState,
@@ -70,7 +71,6 @@ import {
   type TransactionRecord,
 } from './runtime.js';
 import { CONTAINER, type BootenvState } from './state.js';
-import { probeSystem } from './system.js';
 
 /** Files in the running root that apt or debconf may write before the first dpkg call. */
 const RUNNING_ROOT_PRE_DPKG_FILES = [
@@ -97,16 +97,35 @@ async function aptCommandLine(pid: number): Promise<string[]> {
   return text.split('\0').filter((word) => word !== '');
 }
 
-/** Whether this system can make a BE now; for divert = auto. */
-async function canMakeBootEnvironment(options: Options): Promise<boolean> {
+/**
+ * Why this apt run's dpkg runs in place, or undefined when it goes into a new
+ * BE: a system that cannot hold BEs or was never set up with beadm init has
+ * not adopted them; with divert = auto, also a system not booted into a BE or
+ * missing a tool. On a set-up system, divert = always fails closed instead:
+ * the error is thrown and dpkg does not run.
+ */
+async function reasonToRunInPlace(config: BootenvConfig, options: Options): Promise<string | undefined> {
   try {
-    await probeSystem();
-    await withScope(async (scope) => requireState(await openSession(scope, options, 'allow')));
-    return true;
+    return await withScope(async (scope) => {
+      const session = await openSession(scope, options, 'allow');
+      requireState(session);
+      const booted = session.probe.bootedSubvolume.startsWith(`${CONTAINER}/`);
+      if (config.divert === 'auto' && !booted && (await readPending()) === undefined) {
+        return `/ is ${session.probe.bootedSubvolume}, not a boot environment (divert = auto)`;
+      }
+      return undefined;
+    });
   } catch (error) {
-    if (error instanceof BootenvError && ['UNSUPPORTED', 'NOT_INITIALIZED', 'TOOL_MISSING'].includes(error.code)) return false;
+    if (!(error instanceof BootenvError)) throw error;
+    if (error.code === 'NOT_INITIALIZED' || error.code === 'UNSUPPORTED') return error.message;
+    if (config.divert === 'auto' && error.code === 'TOOL_MISSING') return `${error.message} (divert = auto)`;
     throw error;
   }
+}
+
+async function startInPlace(aptPid: number, reason: string): Promise<void> {
+  notify(`${reason}: dpkg runs in place, without a boot environment`);
+  await writeTransaction(await newRecord(aptPid, true));
 }
 
 async function newRecord(aptPid: number, passthrough: boolean): Promise<TransactionRecord> {
@@ -147,10 +166,8 @@ export async function prepareTransaction(input: string, options: Options = {}): 
   const { actions } = parsePreInstallPkgsInput(input);
   const aptPid = await findAptProcess(process.ppid);
   const config = await loadConfig();
-  if (config.divert === 'auto' && !(await canMakeBootEnvironment(options))) {
-    await writeTransaction(await newRecord(aptPid, true));
-    return;
-  }
+  const reason = await reasonToRunInPlace(config, options);
+  if (reason !== undefined) return startInPlace(aptPid, reason);
   await withScope(async (scope) => {
     const session = await openSession(scope, options, 'allow');
     requireState(session);
@@ -169,16 +186,17 @@ export async function prepareTransaction(input: string, options: Options = {}): 
 /**
  * The dpkg wrapper's call: makes (at the first call) or resumes this apt run's
  * BE and returns the directory to chroot into for `dpkgArgs`, or '' when dpkg
- * is to run in place (divert = auto and no BE possible). Throws — and dpkg
- * then does not run — when no BE can be made.
+ * is to run in place (see reasonToRunInPlace). Throws — and dpkg then does
+ * not run — when no BE can be made.
  */
 export async function enterTransaction(dpkgParentPid: number, dpkgArgs: readonly string[], options: Options = {}): Promise<string> {
   const aptPid = await findAptProcess(dpkgParentPid);
   const existing = await readTransaction();
   if (existing?.passthrough && existing.aptPid === aptPid) return '';
   const config = await loadConfig();
-  if (existing === undefined && config.divert === 'auto' && !(await canMakeBootEnvironment(options))) {
-    await writeTransaction(await newRecord(aptPid, true));
+  const reason = existing === undefined ? await reasonToRunInPlace(config, options) : undefined;
+  if (reason !== undefined) {
+    await startInPlace(aptPid, reason);
     return '';
   }
   return withScope(async (scope) => {

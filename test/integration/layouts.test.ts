@@ -1,7 +1,9 @@
 // Which installs beadm adopts and which it refuses, on real btrfs images: Debian's @rootfs
 // is adopted like Ubuntu's @; a root that is not btrfs, a root at the btrfs top level and a
 // separate /boot are refused with a clear error and nothing changed.
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { installRepositoryInRoot } from '../harness/repo.js';
 import { Sandbox } from '../harness/sandbox.js';
 
 const UNSUPPORTED = 7;
@@ -23,6 +25,16 @@ describe('Debian installer layout (@rootfs, no @home)', () => {
     const list = await sandbox.beadm('@rootfs', ['list']);
     expect(list.exitCode).toBe(NOT_INITIALIZED);
     expect(list.stderr).toMatch(/beadm init/);
+  });
+
+  it('before beadm init, apt runs dpkg in place (the system has not adopted BEs) and says so', async () => {
+    await sandbox.withTopLevel((top) => installRepositoryInRoot(path.join(top, '@rootfs')));
+    const script = 'export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y bootenv-t-marker 2>&1; echo "rc=$?"; dpkg-query -W bootenv-t-marker';
+    const result = await sandbox.boot('@rootfs', ['bash', '-c', script]);
+    expect(result.stdout).toContain('rc=0');
+    expect(result.stdout).toContain('beadm: note: this system has no boot environments yet: dpkg runs in place, without a boot environment');
+    expect(result.stdout).toContain('bootenv-t-marker\t1.0');
+    expect(await sandbox.subvolumes()).toEqual(['@rootfs']);
   });
 
   it('init adopts @rootfs and the new BE boots by its own fstab', async () => {
