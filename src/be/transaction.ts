@@ -354,6 +354,8 @@ async function finalize(
   if (environment.basePending && pending !== undefined && pending.uuid === environment.baseUuid) {
     await clearPending();
     const previous = path.join(session.top, pending.subvolume);
+    // The replaced BE was never booted: the new one descends from what it descended from.
+    entry.originUuid = state.environments[pending.uuid]?.originUuid ?? entry.originUuid;
     delete state.environments[pending.uuid];
     session.subvolumes = session.subvolumes.filter((subvolume) => subvolume.uuid !== pending.uuid);
     await saveState(scope, session, state);

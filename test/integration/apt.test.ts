@@ -110,6 +110,9 @@ describe('apt-get diverted into a new BE', () => {
     expect(environments).toHaveLength(2);
     pending = await pendingOf(firstBE);
     expect(pending.active).toBe('R');
+    // Stacked runs replaced each other; the survivor descends from the running BE.
+    const listed = JSON.parse((await sandbox.beadm(firstBE, ['list', '--json'])).stdout) as Array<{ name: string; origin: string | null }>;
+    expect(listed.find((be) => be.name === pending.name)?.origin).toBe('debian-12');
     expect(await versionsIn(pending.subvolume)).toEqual({
       'bootenv-t-activator': '1.0',
       'bootenv-t-app': '1.1',
