@@ -12,6 +12,7 @@
 import { mkdtempSync, readFileSync, rmSync, rmdirSync } from 'node:fs';
 import path from 'node:path';
 import { execa, type Result } from 'execa';
+import { afterAll, beforeAll } from 'vitest';
 import { REPOSITORY } from './base.js';
 
 export type Layout = 'ubuntu' | 'debian' | 'flat';
@@ -180,4 +181,25 @@ export class Sandbox {
     const { stdout } = await execa('losetup', ['-j', this.image]);
     if (this.closed && stdout.trim() !== '') throw new Error(`loop device still attached: ${stdout}`);
   }
+}
+
+/**
+ * Gives the enclosing describe block (or file) a sandbox: created in beforeAll,
+ * closed and checked for leftovers in afterAll, whatever happened in between.
+ * Returns a getter for the tests.
+ */
+export function useSandbox(tarball: () => string, layout: Layout, options: { withBootenv?: boolean } = {}): () => Sandbox {
+  let sandbox: Sandbox | undefined;
+  beforeAll(async () => {
+    sandbox = await Sandbox.create(tarball(), layout, options);
+  });
+  afterAll(async () => {
+    if (sandbox === undefined) return;
+    await sandbox.close();
+    await sandbox.assertNothingLeft();
+  });
+  return () => {
+    if (sandbox === undefined) throw new Error('the sandbox was not created (see the beforeAll error)');
+    return sandbox;
+  };
 }

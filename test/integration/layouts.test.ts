@@ -2,75 +2,61 @@
 // is adopted like Ubuntu's @; a root that is not btrfs, a root at the btrfs top level and a
 // separate /boot are refused with a clear error and nothing changed.
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import { installRepositoryInRoot } from '../harness/repo.js';
-import { Sandbox } from '../harness/sandbox.js';
+import { useSandbox } from '../harness/sandbox.js';
 
 const UNSUPPORTED = 7;
 const NOT_INITIALIZED = 8;
 
 describe('Debian installer layout (@rootfs, no @home)', () => {
-  let sandbox: Sandbox;
-  beforeAll(async () => {
-    sandbox = await Sandbox.create(inject('bookwormBase'), 'debian');
-  });
-  afterAll(async () => {
-    await sandbox?.close();
-    await sandbox?.assertNothingLeft();
-  });
+  const sandbox = useSandbox(() => inject('bookwormBase'), 'debian');
 
   it('check passes silently, list says init is needed', async () => {
-    const check = await sandbox.beadm('@rootfs', ['check']);
+    const check = await sandbox().beadm('@rootfs', ['check']);
     expect(check).toMatchObject({ exitCode: 0, stdout: '', stderr: '' });
-    const list = await sandbox.beadm('@rootfs', ['list']);
+    const list = await sandbox().beadm('@rootfs', ['list']);
     expect(list.exitCode).toBe(NOT_INITIALIZED);
     expect(list.stderr).toMatch(/beadm init/);
   });
 
   it('before beadm init, apt runs dpkg in place (the system has not adopted BEs) and says so', async () => {
-    await sandbox.withTopLevel((top) => installRepositoryInRoot(path.join(top, '@rootfs')));
+    await sandbox().withTopLevel((top) => installRepositoryInRoot(path.join(top, '@rootfs')));
     const script = 'export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y bootenv-t-marker 2>&1; echo "rc=$?"; dpkg-query -W bootenv-t-marker';
-    const result = await sandbox.boot('@rootfs', ['bash', '-c', script]);
+    const result = await sandbox().boot('@rootfs', ['bash', '-c', script]);
     expect(result.stdout).toContain('rc=0');
     expect(result.stdout).toContain('beadm: note: this system has no boot environments yet: dpkg runs in place, without a boot environment');
     expect(result.stdout).toContain('bootenv-t-marker\t1.0');
-    expect(await sandbox.subvolumes()).toEqual(['@rootfs']);
+    expect(await sandbox().subvolumes()).toEqual(['@rootfs']);
   });
 
   it('init adopts @rootfs and the new BE boots by its own fstab', async () => {
-    const init = await sandbox.beadm('@rootfs', ['init', '--name', 'first', '-d', 'adopted']);
+    const init = await sandbox().beadm('@rootfs', ['init', '--name', 'first', '-d', 'adopted']);
     expect(init.stderr).toBe('');
     expect(init.exitCode).toBe(0);
-    expect(await sandbox.subvolumes()).toEqual(['@rootfs', '@bootenv/first']);
-    const fstab = await sandbox.readFile('@bootenv/first/etc/fstab');
+    expect(await sandbox().subvolumes()).toEqual(['@rootfs', '@bootenv/first']);
+    const fstab = await sandbox().readFile('@bootenv/first/etc/fstab');
     expect(fstab).toMatch(/ \/ btrfs defaults,subvol=@bootenv\/first 0 1$/m);
     expect(fstab).toMatch(/ \/\.rootbe btrfs defaults,subvol=@rootfs 0 0$/m);
-    const listed = JSON.parse((await sandbox.beadm('@bootenv/first', ['list', '--json'])).stdout);
+    const listed = JSON.parse((await sandbox().beadm('@bootenv/first', ['list', '--json'])).stdout);
     expect(listed).toMatchObject([{ name: 'first', active: 'NR', description: 'adopted', origin: '(installed root)' }]);
-    expect(await sandbox.readFile('@rootfs/boot/grub/grub.cfg')).toContain('rootflags=subvol=@bootenv/first');
+    expect(await sandbox().readFile('@rootfs/boot/grub/grub.cfg')).toContain('rootflags=subvol=@bootenv/first');
   });
 });
 
 describe('refused layouts', () => {
-  let sandbox: Sandbox;
-  beforeAll(async () => {
-    sandbox = await Sandbox.create(inject('bookwormBase'), 'flat');
-  });
-  afterAll(async () => {
-    await sandbox?.close();
-    await sandbox?.assertNothingLeft();
-  });
+  const sandbox = useSandbox(() => inject('bookwormBase'), 'flat');
 
   it('a root at the btrfs top level is refused and nothing changes', async () => {
-    const before = await sandbox.subvolumes();
+    const before = await sandbox().subvolumes();
     for (const args of [['check'], ['init']]) {
-      const result = await sandbox.beadm('', args);
+      const result = await sandbox().beadm('', args);
       expect(result.exitCode).toBe(UNSUPPORTED);
     }
-    const init = await sandbox.beadm('', ['init']);
+    const init = await sandbox().beadm('', ['init']);
     expect(init.stderr).toMatch(/top level .* not a subvolume/);
     expect(init.stderr).toMatch(/hint: move the system into a subvolume/);
-    expect(await sandbox.subvolumes()).toEqual(before);
+    expect(await sandbox().subvolumes()).toEqual(before);
   });
 
   it('a root that is not btrfs is refused', async () => {
@@ -81,28 +67,21 @@ describe('refused layouts', () => {
       'mkdir "$R/proc" "$R/dev" "$R/tmp" "$R/run" && mount -t proc proc "$R/proc" && mount --rbind /dev "$R/dev"',
       'NEWROOT="$R"',
     ].join('\n');
-    const result = await sandbox.boot('', ['/usr/sbin/beadm', 'init'], { setup });
+    const result = await sandbox().boot('', ['/usr/sbin/beadm', 'init'], { setup });
     expect(result.exitCode).toBe(UNSUPPORTED);
     expect(result.stderr).toMatch(/root filesystem is tmpfs, not btrfs/);
   });
 });
 
 describe('separate /boot', () => {
-  let sandbox: Sandbox;
-  beforeAll(async () => {
-    sandbox = await Sandbox.create(inject('bookwormBase'), 'ubuntu');
-  });
-  afterAll(async () => {
-    await sandbox?.close();
-    await sandbox?.assertNothingLeft();
-  });
+  const sandbox = useSandbox(() => inject('bookwormBase'), 'ubuntu');
 
   it('is refused with what to do, and nothing changes', async () => {
-    const before = await sandbox.subvolumes();
-    const result = await sandbox.beadm('@', ['init'], { setup: 'mount -t tmpfs tmpfs "$NEWROOT/boot"' });
+    const before = await sandbox().subvolumes();
+    const result = await sandbox().beadm('@', ['init'], { setup: 'mount -t tmpfs tmpfs "$NEWROOT/boot"' });
     expect(result.exitCode).toBe(UNSUPPORTED);
     expect(result.stderr).toMatch(/\/boot is a separate filesystem/);
     expect(result.stderr).toMatch(/hint: copy \/boot into the root filesystem/);
-    expect(await sandbox.subvolumes()).toEqual(before);
+    expect(await sandbox().subvolumes()).toEqual(before);
   });
 });
