@@ -1,6 +1,10 @@
 // Bundles src/cli/bin.ts and its runtime dependencies into one CommonJS file,
-// dist/beadm.js, for the Node.js of Debian 12 / Ubuntu 24.04 (>= 18.19).
+// dist/beadm.js, for the Node.js of Debian 12 / Ubuntu 24.04 (>= 18.19), and
+// compiles the FIDEDUPERANGE helper src/native/bootenv-dedupe.c into
+// dist/bootenv-dedupe with $CC (default cc) and $CPPFLAGS $CFLAGS $LDFLAGS
+// (default CFLAGS: -O2 -Wall -Wextra; dpkg-buildpackage exports its own).
 import { build } from 'esbuild';
+import { execFileSync } from 'node:child_process';
 import { readFileSync, chmodSync, writeFileSync } from 'node:fs';
 
 const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
@@ -21,3 +25,10 @@ await build({
 chmodSync('dist/beadm.js', 0o755);
 // The repository is "type": "module"; the bundle is CommonJS wherever it is installed.
 writeFileSync('dist/package.json', '{ "type": "commonjs" }\n');
+
+const flags = (name, fallback = '') => (process.env[name] ?? fallback).split(/\s+/).filter(Boolean);
+execFileSync(
+  process.env.CC ?? 'cc',
+  [...flags('CPPFLAGS'), ...flags('CFLAGS', '-O2 -Wall -Wextra'), '-o', 'dist/bootenv-dedupe', 'src/native/bootenv-dedupe.c', ...flags('LDFLAGS')],
+  { stdio: 'inherit' },
+);

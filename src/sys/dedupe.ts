@@ -1,0 +1,85 @@
+/**
+ * Sharing extents between files: the way into the kernel's FIDEDUPERANGE
+ * ioctl, which Node cannot issue. It goes through bootenv-dedupe
+ * (src/native/bootenv-dedupe.c, built beside the bundle), one process for
+ * any number of pairs; docs/dedupe.md has the measurements that chose it over
+ * xfs_io. The kernel compares the bytes and shares extents only where they
+ * are equal; the destination keeps inode, owner, mode, timestamps and xattrs
+ * (file capabilities included). Never FICLONE: it drops capabilities.
+ */
+import { accessSync, constants } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BootenvError } from '../errors.js';
+import { run } from './exec.js';
+
+export const DEDUPE_HELPER_NAME = 'bootenv-dedupe';
+/** Where the Debian package installs the helper, beside beadm.js. */
+const INSTALLED_HELPER = `/usr/lib/bootenv/${DEDUPE_HELPER_NAME}`;
+
+export interface DedupePair {
+  /** The file whose extents are kept (in the origin BE). */
+  source: string;
+  /** The file that comes to share them (in the new BE). */
+  destination: string;
+}
+
+export type DedupeOutcome =
+  /** Every byte of the destination now shares extents with the source. */
+  | { status: 'same'; bytes: number }
+  /** Contents (or sizes) differ; `bytes` leading bytes were shared before the difference. */
+  | { status: 'differs'; bytes: number }
+  | { status: 'error'; bytes: number; errno: string; message: string };
+
+/** The helper beside the running bundle (dist/, /usr/lib/bootenv/), else the installed one. */
+export function locateDedupeHelper(): string {
+  const candidates = [path.join(path.dirname(fileURLToPath(import.meta.url)), DEDUPE_HELPER_NAME), INSTALLED_HELPER];
+  for (const candidate of candidates) {
+    try {
+      accessSync(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // try the next one
+    }
+  }
+  throw new BootenvError('TOOL_MISSING', `${DEDUPE_HELPER_NAME} is not installed (looked for ${candidates.join(', ')})`, {
+    hint: 'reinstall bootenv',
+  });
+}
+
+const OUTCOME_LINE = /^(same|differs) (\d+)$|^error (\d+) (E[A-Z0-9]+|EUNKNOWN) (.+)$/;
+
+/** Parses the helper's output: one outcome line per pair, in order. Strict: anything else is a PARSE error. */
+export function parseDedupeOutput(output: string, pairCount: number): DedupeOutcome[] {
+  const lines = output === '' ? [] : output.replace(/\n$/, '').split('\n');
+  if (lines.length !== pairCount) {
+    throw new BootenvError('PARSE', `${DEDUPE_HELPER_NAME} reported ${lines.length} outcomes for ${pairCount} pairs`);
+  }
+  return lines.map((line) => {
+    const match = OUTCOME_LINE.exec(line);
+    if (match === null) throw new BootenvError('PARSE', `unexpected line from ${DEDUPE_HELPER_NAME}: ${JSON.stringify(line)}`);
+    const [, status, bytes, errorBytes, errno, message] = match;
+    if (status === 'same' || status === 'differs') return { status, bytes: Number(bytes) };
+    return { status: 'error', bytes: Number(errorBytes), errno: errno as string, message: message as string };
+  });
+}
+
+/**
+ * Shares extents: for each pair, the destination's extents are replaced by
+ * the source's where the kernel finds the bytes equal. Changes no file's
+ * content or metadata; needs root (FIDEDUPERANGE on a file opened read-only).
+ * Returns one outcome per pair, in order; a pair's failure is its outcome,
+ * not an exception. Throws TOOL_MISSING without the helper, COMMAND_FAILED
+ * or PARSE when the helper itself fails.
+ */
+export async function dedupeFiles(pairs: readonly DedupePair[], helper: string = locateDedupeHelper()): Promise<DedupeOutcome[]> {
+  if (pairs.length === 0) return [];
+  for (const { source, destination } of pairs) {
+    if (!path.isAbsolute(source) || !path.isAbsolute(destination) || source.includes('\0') || destination.includes('\0')) {
+      throw new BootenvError('INTERNAL', `dedupe needs absolute paths without NUL: ${JSON.stringify([source, destination])}`);
+    }
+  }
+  const input = pairs.map(({ source, destination }) => `${source}\0${destination}\0`).join('');
+  const { stdout } = await run([helper], { input });
+  return parseDedupeOutput(stdout, pairs.length);
+}
