@@ -3,7 +3,7 @@
 // one apt-get call of eleven packages makes apt unpack them with dpkg --recursive; the maintainer
 // scripts, triggers and upgrades behave as fixtures/README.md says. Checked from the host with
 // dpkg-query --admindir and manifests of the root, not with apt's own word.
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
@@ -43,7 +43,8 @@ let aptEnvironment: Record<string, string>;
 
 beforeAll(async () => {
   sandbox = await Sandbox.create(inject('bookwormBase'), 'ubuntu');
-  const hooked = await sandbox.withTopLevel(async (top) => existsSync(path.join(top, '@/etc/apt/apt.conf.d/50bootenv')));
+  // lstat, not exists: 50bootenv is an absolute symlink, which the host would resolve against its own root.
+  const hooked = await sandbox.withTopLevel(async (top) => lstatSync(path.join(top, '@/etc/apt/apt.conf.d/50bootenv'), { throwIfNoEntry: false }) !== undefined);
   aptEnvironment = { DEBIAN_FRONTEND: 'noninteractive', ...(hooked ? { BOOTENV: 'off' } : {}) };
 });
 
