@@ -6,8 +6,23 @@
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, chmodSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 
 const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
+
+// ar-async calls the deprecated Buffer constructor; bundled outside node_modules, Node would
+// print a DEP0005 warning on stderr (into apt's output). Give it the allocation it means.
+const arAsyncBuffers = {
+  name: 'ar-async-buffers',
+  setup(builder) {
+    builder.onLoad({ filter: /[\\/]ar-async[\\/]ar\.js$/ }, async (args) => {
+      const source = await readFile(args.path, 'utf8');
+      if (!source.includes('new Buffer(')) throw new Error(`${args.path}: no "new Buffer(" left to replace; check this plugin`);
+      const prelude = "function bootenvBuffer(value, encoding) { return typeof value === 'number' ? Buffer.alloc(value) : Buffer.from(value, encoding); }\n";
+      return { contents: prelude + source.replaceAll('new Buffer(', 'bootenvBuffer('), loader: 'js' };
+    });
+  },
+};
 
 await build({
   entryPoints: ['src/cli/bin.ts'],
@@ -21,6 +36,7 @@ await build({
   inject: ['scripts/import-meta-url.js'],
   legalComments: 'none',
   logLevel: 'warning',
+  plugins: [arAsyncBuffers],
 });
 chmodSync('dist/beadm.js', 0o755);
 // The repository is "type": "module"; the bundle is CommonJS wherever it is installed.

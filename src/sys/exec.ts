@@ -5,6 +5,7 @@
  * caller lists it as expected; a missing program is TOOL_MISSING, not a crash.
  */
 import { accessSync, constants } from 'node:fs';
+import type { Readable } from 'node:stream';
 import { execa } from 'execa';
 import { BootenvError } from '../errors.js';
 import { throwIfInterrupted } from './scope.js';
@@ -69,6 +70,71 @@ export async function run(argv: readonly string[], options: RunOptions = {}): Pr
     throw new BootenvError('COMMAND_FAILED', `${argv.join(' ')} failed: ${detail}`, { cause: result });
   }
   return { argv, exitCode, stdout, stderr };
+}
+
+/** A program that data streams through (a decompressor), started by pipeThrough. */
+export interface StreamFilter {
+  /** What the program writes to its stdout. */
+  output: Readable;
+  /** Settles when the program has exited: rejects (COMMAND_FAILED, with its stderr) unless it exited 0. */
+  finished: Promise<void>;
+  /** Stops the program (the consumer gave up); `finished` then resolves, unless the program had failed by itself. */
+  stop: () => void;
+}
+
+/**
+ * Streams `input` through the program argv (e.g. `xz -dc`) and returns its
+ * output as a stream: nothing is buffered but the program's stderr. Throws
+ * TOOL_MISSING (through `finished`) when the program does not exist.
+ */
+export function pipeThrough(argv: readonly string[], input: Readable): StreamFilter {
+  const [file, ...args] = argv;
+  if (file === undefined) throw new BootenvError('INTERNAL', 'pipeThrough() called with an empty argv');
+  throwIfInterrupted();
+  const child = execa(file, args, {
+    env: { PATH: FIXED_PATH, LC_ALL: 'C' },
+    extendEnv: true,
+    reject: false,
+    stdin: 'pipe',
+    stdout: 'pipe',
+    stderr: 'pipe',
+    buffer: { stdout: false, stderr: true },
+    maxBuffer: { stderr: 64 * 1024 },
+  });
+  const stdin = child.stdin;
+  const stdout = child.stdout;
+  if (stdin === null || stdout === null) throw new BootenvError('INTERNAL', `no pipes to ${file}`);
+  // The program may exit before reading everything (bad data): that is its exit status's to tell.
+  stdin.on('error', () => undefined);
+  input.on('error', (error) => stdin.destroy(error));
+  input.pipe(stdin);
+  let stopped = false;
+  const finished = child.then((result) => {
+    if (stopped && result.isTerminated) return;
+    if (result.failed && result.exitCode === undefined) {
+      const code = (result.cause as NodeJS.ErrnoException | undefined)?.code;
+      if (code === 'ENOENT') {
+        throw new BootenvError('TOOL_MISSING', `${file} is not installed`, { cause: result.cause, hint: `install the package that provides ${file}` });
+      }
+      throw new BootenvError('COMMAND_FAILED', `${argv.join(' ')}: ${result.shortMessage}`, { cause: result.cause });
+    }
+    if (result.exitCode !== 0) {
+      const stderr = typeof result.stderr === 'string' ? result.stderr.trim() : '';
+      throw new BootenvError('COMMAND_FAILED', `${argv.join(' ')} failed: ${stderr || `exit status ${result.exitCode}`}`, { cause: result });
+    }
+  });
+  // Callers await `finished` when they care; an unobserved rejection must not crash the process.
+  finished.catch(() => undefined);
+  return {
+    output: stdout,
+    finished,
+    stop: () => {
+      stopped = true;
+      input.unpipe(stdin);
+      stdin.destroy();
+      child.kill();
+    },
+  };
 }
 
 /** True when `program` is an executable file in one of the fixed PATH's directories. */
