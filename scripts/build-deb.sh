@@ -1,5 +1,5 @@
 #!/bin/bash
-# Builds the Debian package from this checkout: dist/deb/bootenv_<version>_all.deb
+# Builds the Debian package from this checkout: dist/deb/bootenv_<version>_<arch>.deb
 # (npm run deb). Needs debhelper and dpkg-dev; runs npm install for esbuild.
 # dpkg-buildpackage writes its results beside the checkout; they are moved into
 # dist/deb/ so that nothing is left outside it.
@@ -7,11 +7,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -d node_modules/esbuild ] || npm install --no-audit --no-fund
 version=$(dpkg-parsechangelog -S Version)
+arch=$(dpkg-architecture -qDEB_HOST_ARCH)
 parent=$(dirname "$PWD")
 dpkg-buildpackage -b -us -uc --no-pre-clean >/dev/null
 mkdir -p dist/deb
-for file in "$parent"/bootenv_"$version"_all.deb "$parent"/bootenv_"$version"_*.buildinfo "$parent"/bootenv_"$version"_*.changes; do
+for file in "$parent"/bootenv_"$version"_"$arch".deb "$parent"/bootenv_"$version"_*.buildinfo "$parent"/bootenv_"$version"_*.changes; do
   [ -e "$file" ] && mv "$file" dist/deb/
 done
 dh_clean
-echo "dist/deb/bootenv_${version}_all.deb"
+echo "dist/deb/bootenv_${version}_${arch}.deb"

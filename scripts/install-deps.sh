@@ -5,7 +5,7 @@
 # .deb. Node.js/npm must already be there.
 set -euo pipefail
 packages=(btrfs-progs debootstrap grub-common grub2-common zstd util-linux e2fsprogs xz-utils ca-certificates
-  debhelper dpkg-dev fakeroot lintian)
+  build-essential debhelper dpkg-dev fakeroot lintian)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
