@@ -17,6 +17,8 @@ export interface PackageAction {
   /** null when removed. */
   newVersion: string | null;
   action: 'unpack' | 'configure' | 'remove';
+  /** The .deb dpkg unpacks, for 'unpack'; null otherwise. */
+  deb: string | null;
 }
 
 export interface HookInput {
@@ -51,6 +53,7 @@ export function parsePreInstallPkgsInput(text: string): HookInput {
       oldVersion: oldVersion === '-' ? null : (oldVersion as string),
       newVersion: newVersion === '-' ? null : (newVersion as string),
       action: action === '**REMOVE**' ? 'remove' : action === '**CONFIGURE**' ? 'configure' : 'unpack',
+      deb: action === '**REMOVE**' || action === '**CONFIGURE**' ? null : (action as string),
     });
   }
   return { config, actions };

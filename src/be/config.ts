@@ -6,6 +6,9 @@
  *   name-template name of BEs made by apt: {date} (YYYYMMDD), {time} (HHMMSS),
  *                 {n} (lowest counter that makes the name unique). Default
  *                 apt-{date}-{n}.
+ *   skip-unchanged yes (default) | no — whether, at the end of an apt
+ *                 transaction, files identical to the previous BE's come to
+ *                 share its extents (docs/dedupe.md).
  * Pure parse; unknown keys and bad values are errors, so a typo is not ignored.
  */
 import { BootenvError } from '../errors.js';
@@ -17,9 +20,10 @@ export type DivertMode = 'always' | 'never' | 'auto';
 export interface BootenvConfig {
   divert: DivertMode;
   nameTemplate: string;
+  skipUnchanged: boolean;
 }
 
-export const DEFAULT_CONFIG: BootenvConfig = { divert: 'always', nameTemplate: 'apt-{date}-{n}' };
+export const DEFAULT_CONFIG: BootenvConfig = { divert: 'always', nameTemplate: 'apt-{date}-{n}', skipUnchanged: true };
 
 export function parseConfig(text: string): BootenvConfig {
   const config = { ...DEFAULT_CONFIG };
@@ -39,6 +43,11 @@ export function parseConfig(text: string): BootenvConfig {
         throw new BootenvError('PARSE', `${CONFIG_FILE} line ${index + 1}: name-template needs {n} or {time} to make names unique`);
       }
       config.nameTemplate = value;
+    } else if (key === 'skip-unchanged') {
+      if (value !== 'yes' && value !== 'no') {
+        throw new BootenvError('PARSE', `${CONFIG_FILE} line ${index + 1}: skip-unchanged is yes or no, not ${JSON.stringify(value)}`);
+      }
+      config.skipUnchanged = value === 'yes';
     } else {
       throw new BootenvError('PARSE', `${CONFIG_FILE} line ${index + 1}: unknown setting ${JSON.stringify(key)}`);
     }

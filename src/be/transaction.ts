@@ -11,7 +11,9 @@
  *            apt's archives and the directories of the .debs, plus a
  *            policy-rc.d that forbids starting services; later calls reuse it;
  *   finish   (DPkg::Post-Invoke) finalizes: unmounts, drops apt's caches and
- *            .debs from the BE, copies this run's apt logs into it, records the
+ *            .debs from the BE, copies this run's apt logs into it, makes its
+ *            files identical to the base's share extents with it
+ *            (skip-unchanged, ./skip-unchanged.ts), records the
  *            packages and command line, activates it, and makes it this boot's
  *            pending BE (replacing the previous pending one) — or, after a
  *            dpkg failure, aborts: the BE is deleted and nothing else changed.
@@ -22,6 +24,8 @@
 import path from 'node:path';
 import { deleteSubvolume } from '../btrfs/commands.js';
 import { classifyDpkgArguments } from '../apt/dpkg-args.js';
+import { mountAt, parseMountInfo } from '../btrfs/mountinfo.js';
+import { inlineLimit } from '../dedupe/plan.js';
 import { parsePreInstallPkgsInput } from '../apt/hook-input.js';
 import { BootenvError } from '../errors.js';
 import {
@@ -30,6 +34,7 @@ import {
   isDirectory,
   listDirectory,
   pathExists,
+  readText,
   readTextIfExists,
   realPath,
   removeFile,
@@ -52,6 +57,7 @@ import {
   type Session,
 } from './library.js';
 import { assertValidName } from './names.js';
+import { packagesOfActions, passFailure, shareUnchangedFiles, type SkipUnchangedReport } from './skip-unchanged.js';
 import {
   PENDING_ROOT,
   TRANSACTION_ROOT,
@@ -289,7 +295,14 @@ export type TransactionOutcome =
   | { outcome: 'none' }
   | { outcome: 'in-place' }
   | { outcome: 'aborted'; name: string | null; dpkgStatus: number | null }
-  | { outcome: 'finished'; name: string; subvolume: string; replaced: string | null };
+  | {
+      outcome: 'finished';
+      name: string;
+      subvolume: string;
+      replaced: string | null;
+      /** The skip-unchanged pass: its report, why it failed (the BE is kept all the same), or null when turned off. */
+      skipUnchanged: SkipUnchangedReport | { error: string } | null;
+    };
 
 /**
  * DPkg::Post-Invoke: finalizes this apt run's transaction (see the file
@@ -343,6 +356,7 @@ async function finalize(
     }
   }
   for (const log of APT_LOGS) await appendFromOffset(log, record.logOffsets[log] ?? 0, `${root}${log}`);
+  const skipUnchanged = (await loadConfig()).skipUnchanged ? await skipUnchangedFromBase(session, record) : null;
 
   const entry = state.environments[environment.uuid];
   if (entry?.transaction === undefined) throw new BootenvError('INTERNAL', `no state record for ${environment.subvolume}`);
@@ -371,5 +385,28 @@ async function finalize(
   if (!(await isMountPoint(PENDING_ROOT))) await mountBtrfs(session.probe.device, PENDING_ROOT, `subvol=/${environment.subvolume}`);
   await writePending({ name: environment.name, uuid: environment.uuid, subvolume: environment.subvolume });
   await removeTransactionRecord();
-  return { outcome: 'finished', name: environment.name, subvolume: environment.subvolume, replaced };
+  return { outcome: 'finished', name: environment.name, subvolume: environment.subvolume, replaced, skipUnchanged };
+}
+
+/**
+ * The skip-unchanged pass from the BE this transaction snapshotted (the
+ * pending BE when stacking) into the new one, which is unmounted by now. A
+ * failure of the pass costs space, not correctness: it is reported, and the
+ * BE is kept.
+ */
+async function skipUnchangedFromBase(session: Session, record: TransactionRecord): Promise<SkipUnchangedReport | { error: string }> {
+  const environment = record.environment as NonNullable<TransactionRecord['environment']>;
+  const base = session.subvolumes.find((subvolume) => subvolume.uuid === environment.baseUuid);
+  if (base === undefined) return { error: 'the BE it was made from is gone' };
+  try {
+    const topMount = mountAt(parseMountInfo(await readText('/proc/self/mountinfo')), session.top);
+    return await shareUnchangedFiles({
+      originRoot: path.join(session.top, base.path),
+      targetRoot: path.join(session.top, environment.subvolume),
+      packages: packagesOfActions(record.actions),
+      inlineLimit: inlineLimit(topMount?.superOptions ?? ''),
+    });
+  } catch (error) {
+    return { error: passFailure(error) };
+  }
 }

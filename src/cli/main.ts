@@ -24,7 +24,7 @@ import {
 } from '../be/library.js';
 import { enterTransaction, finishTransaction, prepareTransaction, recordDpkgFailure, type TransactionOutcome } from '../be/transaction.js';
 import { BootenvError, EXIT_CODES, asBootenvError } from '../errors.js';
-import { renderError, renderErrorJson, renderJson, renderList, renderListScripted } from './render.js';
+import { renderError, renderErrorJson, renderJson, renderList, renderListScripted, renderSkipUnchanged } from './render.js';
 
 declare const BOOTENV_VERSION: string;
 
@@ -49,7 +49,8 @@ function outcomeText(outcome: TransactionOutcome): string {
       return (
         `bootenv: apt's changes are in boot environment ${outcome.name} (${outcome.subvolume}); ` +
         `the running system is unchanged. Reboot to use it.\n` +
-        (outcome.replaced === null ? '' : `bootenv: ${outcome.name} includes and replaces ${outcome.replaced}, which held this boot's earlier apt changes.\n`)
+        (outcome.replaced === null ? '' : `bootenv: ${outcome.name} includes and replaces ${outcome.replaced}, which held this boot's earlier apt changes.\n`) +
+        (outcome.skipUnchanged === null ? '' : renderSkipUnchanged(outcome.skipUnchanged, 'bootenv'))
       );
     case 'aborted':
       return `bootenv: dpkg failed${outcome.dpkgStatus === null ? '' : ` (exit status ${outcome.dpkgStatus})`}; ${outcome.name === null ? 'no boot environment was made' : `boot environment ${outcome.name} was discarded`}. Nothing else changed.\n`;

@@ -4,6 +4,7 @@
  * JSON document (`--json`). Pure: returns strings, prints nothing.
  */
 import type { BootEnvironment } from '../be/library.js';
+import type { SkipUnchangedReport } from '../be/skip-unchanged.js';
 import type { BootenvError } from '../errors.js';
 
 export const LIST_COLUMNS = ['BE', 'Active', 'Mountpoint', 'Space', 'Created', 'Description'] as const;
@@ -65,4 +66,26 @@ export function renderError(error: BootenvError): string {
 
 export function renderErrorJson(error: BootenvError): string {
   return renderJson({ error: { code: error.code, exitStatus: error.exitStatus, message: error.message, hint: error.hint ?? null } });
+}
+
+/**
+ * One line on the skip-unchanged pass (in apt's output and `beadm dedupe`):
+ * files and bytes shared with the origin, what was left and why; a second
+ * line when some pairs failed.
+ */
+export function renderSkipUnchanged(report: SkipUnchangedReport | { error: string }, prefix: string): string {
+  if ('error' in report) return `${prefix}: skip-unchanged pass failed, the BE is complete but larger than it needs to be: ${report.error}\n`;
+  const verb = report.dryRun ? 'would share' : 'share';
+  const parts = [
+    `${report.shared.files} files (${formatBytes(report.shared.bytes)}) identical to the previous BE's ${verb} its extents`,
+    `${report.alreadyShared.files} were shared already`,
+    `${report.inline.files} of at most ${report.inlineLimit} bytes are stored inline`,
+  ];
+  if (report.skippedPackages.length > 0) parts.push(`${report.skippedPackages.length} packages without md5sums or .deb skipped`);
+  let text = `${prefix}: skip-unchanged: ${parts.join('; ')} (${report.seconds.toFixed(2)} s).\n`;
+  if (report.errors.length > 0) {
+    const first = report.errors[0] as { path: string; message: string };
+    text += `${prefix}: skip-unchanged: ${report.errors.length} files could not be shared, e.g. ${first.path}: ${first.message}\n`;
+  }
+  return text;
 }

@@ -20,10 +20,18 @@
  * Ranges go to the kernel in pieces of at most 16 MiB (btrfs's own limit per
  * call). Files are opened read-only without following symlinks; as root,
  * FIDEDUPERANGE needs no write access to the destination.
+ *
+ * `bootenv-dedupe --extents` reads only (FS_IOC_FIEMAP, for beadm audit):
+ *   stdin:  records "PATH\0".
+ *   stdout: one line per record: "extents P:L:F P:L:F ..." (physical offset,
+ *           length and FIEMAP flags in hex of each extent, in file order;
+ *           nothing after "extents" for an empty file), or
+ *           "error 0 ERRNO MESSAGE" as above.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fiemap.h>
 #include <linux/fs.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -125,7 +133,79 @@ done:
   return result;
 }
 
-int main(void) {
+#define FIEMAP_BATCH 256
+
+/* Prints the extents of `path` on one line; returns -1 only when stdout fails. */
+static int print_extents(const char *path) {
+  int fd = -1, error;
+  off_t size = 0;
+  const char *failed = "", *detail = NULL;
+  struct fiemap *map = calloc(1, sizeof(*map) + FIEMAP_BATCH * sizeof(struct fiemap_extent));
+  char *line = NULL;
+  size_t line_size = 0;
+  FILE *out = NULL;
+  unsigned long long start = 0;
+  int last = 0, result;
+  if (map == NULL) return report("error", 0, ENOMEM, "allocate", NULL);
+  error = open_regular(path, &fd, &size, &failed, &detail, "file");
+  if (error != 0) {
+    result = report("error", 0, error, failed, detail);
+    goto done;
+  }
+  out = open_memstream(&line, &line_size);
+  if (out == NULL) {
+    result = report("error", 0, errno, "open_memstream", NULL);
+    goto done;
+  }
+  while (!last) {
+    memset(map, 0, sizeof(*map));
+    map->fm_start = start;
+    map->fm_length = FIEMAP_MAX_OFFSET - start;
+    map->fm_flags = FIEMAP_FLAG_SYNC;
+    map->fm_extent_count = FIEMAP_BATCH;
+    if (ioctl(fd, FS_IOC_FIEMAP, map) != 0) {
+      result = report("error", 0, errno, "FS_IOC_FIEMAP", NULL);
+      goto done;
+    }
+    if (map->fm_mapped_extents == 0) break;
+    for (unsigned int i = 0; i < map->fm_mapped_extents; i++) {
+      struct fiemap_extent *extent = &map->fm_extents[i];
+      fprintf(out, " %llu:%llu:%x", (unsigned long long)extent->fe_physical, (unsigned long long)extent->fe_length, extent->fe_flags);
+      if (extent->fe_flags & FIEMAP_EXTENT_LAST) last = 1;
+      start = extent->fe_logical + extent->fe_length;
+    }
+  }
+  if (fclose(out) != 0) {
+    out = NULL;
+    result = report("error", 0, ENOMEM, "open_memstream", NULL);
+    goto done;
+  }
+  out = NULL;
+  result = (printf("extents%s\n", line) < 0 || fflush(stdout) != 0) ? -1 : 0;
+done:
+  if (out != NULL) fclose(out);
+  free(line);
+  if (fd >= 0) close(fd);
+  free(map);
+  return result;
+}
+
+static int extents_main(void) {
+  char *path = NULL;
+  size_t capacity = 0;
+  while (getdelim(&path, &capacity, '\0', stdin) >= 0) {
+    if (print_extents(path) != 0) return 1;
+  }
+  free(path);
+  return ferror(stdin) ? 2 : 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc == 2 && strcmp(argv[1], "--extents") == 0) return extents_main();
+  if (argc != 1) {
+    fprintf(stderr, "usage: bootenv-dedupe [--extents] < records\n");
+    return 2;
+  }
   char *source = NULL, *destination = NULL;
   size_t source_capacity = 0, destination_capacity = 0;
   for (;;) {

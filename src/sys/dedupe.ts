@@ -83,3 +83,43 @@ export async function dedupeFiles(pairs: readonly DedupePair[], helper: string =
   const { stdout } = await run([helper], { input });
   return parseDedupeOutput(stdout, pairs.length);
 }
+
+/** One extent of a file as FS_IOC_FIEMAP reports it. */
+export interface FileExtent {
+  physical: number;
+  length: number;
+  /** FIEMAP_EXTENT_* flags. */
+  flags: number;
+}
+
+const EXTENTS_LINE = /^extents((?: \d+:\d+:[0-9a-f]+)*)$|^error (\d+) (E[A-Z0-9]+|EUNKNOWN) (.+)$/;
+
+/** Parses the helper's --extents output: one line per path, in order. Strict. */
+export function parseExtentsOutput(output: string, pathCount: number): Array<FileExtent[] | { error: string }> {
+  const lines = output === '' ? [] : output.replace(/\n$/, '').split('\n');
+  if (lines.length !== pathCount) throw new BootenvError('PARSE', `${DEDUPE_HELPER_NAME} --extents reported ${lines.length} files for ${pathCount}`);
+  return lines.map((line) => {
+    const match = EXTENTS_LINE.exec(line);
+    if (match === null) throw new BootenvError('PARSE', `unexpected line from ${DEDUPE_HELPER_NAME} --extents: ${JSON.stringify(line.slice(0, 200))}`);
+    if (match[1] === undefined) return { error: `${match[3]} ${match[4]}` };
+    return match[1]
+      .trim()
+      .split(' ')
+      .filter(Boolean)
+      .map((field) => {
+        const [physical, length, flags] = field.split(':') as [string, string, string];
+        return { physical: Number(physical), length: Number(length), flags: parseInt(flags, 16) };
+      });
+  });
+}
+
+/**
+ * The extents of each file (FS_IOC_FIEMAP after syncing it), or why not.
+ * Reads only; needs read access to the files. Throws as dedupeFiles.
+ */
+export async function fileExtents(files: readonly string[], helper: string = locateDedupeHelper()): Promise<Array<FileExtent[] | { error: string }>> {
+  if (files.length === 0) return [];
+  if (files.some((file) => !path.isAbsolute(file) || file.includes('\0'))) throw new BootenvError('INTERNAL', 'fileExtents needs absolute paths without NUL');
+  const { stdout } = await run([helper, '--extents'], { input: files.map((file) => `${file}\0`).join('') });
+  return parseExtentsOutput(stdout, files.length);
+}

@@ -4,7 +4,7 @@
  * over the target, fsync the directory) so that a crash leaves the old or the
  * new content and never a torn file, or a single directory operation.
  */
-import { constants, promises as fs } from 'node:fs';
+import { constants, promises as fs, type BigIntStats } from 'node:fs';
 import path from 'node:path';
 import { BootenvError } from '../errors.js';
 import { run } from './exec.js';
@@ -207,6 +207,17 @@ export async function restoreFileCopy(saved: SavedFile, file: string): Promise<v
     throw error;
   }
   await syncDirectory(path.dirname(file));
+}
+
+/** lstat with nanosecond times; undefined when the path does not exist (or a parent is not a directory). */
+export async function lstatIfExists(file: string): Promise<BigIntStats | undefined> {
+  try {
+    return await fs.lstat(file, { bigint: true });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+    throw new BootenvError('INTERNAL', `cannot stat ${file}: ${(error as Error).message}`, { cause: error });
+  }
 }
 
 /** Size of a file in bytes; 0 when it does not exist. */

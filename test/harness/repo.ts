@@ -7,7 +7,7 @@
  * templates work.
  */
 import { createHash } from 'node:crypto';
-import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
@@ -113,21 +113,26 @@ export async function writeAptRepository(repoDir: string, debs: readonly string[
 
 /**
  * Points the APT of the system at `rootDir` at the fixture repository and at
- * nothing else: builds the packages (`compression`, default xz), replaces
+ * nothing else: builds the packages (`compression`, default xz), adds
+ * `extraDebs` (real Debian packages a fixture depends on), replaces
  * whatever is at `rootDir + repoDirInsideRoot` with the repository, writes
  * SOURCES_LIST with `deb [trusted=yes] file:<repoDirInsideRoot> ./`, empties
  * /etc/apt/sources.list and deletes every other entry of sources.list.d.
  * Run `apt-get update` in the root afterwards. Needs write access to the root
  * (root, for a sandbox); mounts nothing. Throws as buildFixturePackages.
  */
-export async function installRepositoryInRoot(rootDir: string, repoDirInsideRoot = REPOSITORY_IN_ROOT, options: { compression?: Compression } = {}): Promise<void> {
+export async function installRepositoryInRoot(
+  rootDir: string,
+  repoDirInsideRoot = REPOSITORY_IN_ROOT,
+  options: { compression?: Compression; extraDebs?: readonly string[] } = {},
+): Promise<void> {
   if (!path.isAbsolute(repoDirInsideRoot)) throw new Error(`the repository path in the root must be absolute: ${repoDirInsideRoot}`);
   const built = await mkdtemp(path.join(tmpdir(), 'bootenv-debs.'));
   try {
     const debs = await buildFixturePackages(built, options);
     const repoDir = path.join(rootDir, repoDirInsideRoot);
     await rm(repoDir, { recursive: true, force: true });
-    await writeAptRepository(repoDir, debs);
+    await writeAptRepository(repoDir, [...debs, ...(options.extraDebs ?? [])]);
   } finally {
     await rm(built, { recursive: true, force: true });
   }
@@ -190,9 +195,13 @@ async function copyTree(from: string, to: string, substitute: (text: string) => 
 
 /**
  * Reads and removes `<stage>/GENERATED` if there is one. Each of its lines,
- * `<path> <bytes>`, asks for a file of that size at that path (relative to the
- * package root) filled with a pattern that depends on the path only, so the
- * same path holds the same bytes in every version of a package.
+ * `<path> <bytes> [seed=NAME] [mode=OCTAL] [hole=BYTES]`, asks for a file of
+ * that size at that path (relative to the package root) filled with a pattern
+ * that depends on the seed only (default: the path), so the same seed gives
+ * the same bytes in every version and package; `hole=` leaves the first
+ * BYTES as a hole (a sparse file in the build tree), `mode=` sets the mode
+ * (e.g. 4755). A line `<path> link=<target>` makes a hard link to an earlier
+ * file of the list.
  */
 async function writeGeneratedFiles(stage: string): Promise<void> {
   const list = path.join(stage, 'GENERATED');
@@ -205,13 +214,26 @@ async function writeGeneratedFiles(stage: string): Promise<void> {
   }
   await rm(list);
   for (const line of text.split('\n').filter((l) => l !== '')) {
-    const match = /^([^\s/][^\s]*) (\d+)$/.exec(line);
-    if (match === null) throw new Error(`${list}: expected "<relative path> <bytes>", got ${JSON.stringify(line)}`);
-    const [, relative = '', bytes = ''] = match;
+    const link = /^([^\s/][^\s]*) link=([^\s/][^\s]*)$/.exec(line);
+    if (link !== null) {
+      const [, relative = '', target = ''] = link;
+      await mkdir(path.dirname(path.join(stage, relative)), { recursive: true });
+      await execa('ln', [path.join(stage, target), path.join(stage, relative)]);
+      continue;
+    }
+    const match = /^([^\s/][^\s]*) (\d+)((?: (?:seed=\S+|mode=[0-7]{3,4}|hole=\d+))*)$/.exec(line);
+    if (match === null) throw new Error(`${list}: expected "<relative path> <bytes> [seed=NAME] [mode=OCTAL] [hole=BYTES]" or "<path> link=<target>", got ${JSON.stringify(line)}`);
+    const [, relative = '', bytes = '', options = ''] = match;
+    const option = (name: string) => new RegExp(` ${name}=(\\S+)`).exec(options)?.[1];
     const target = path.join(stage, relative);
+    const size = Number(bytes);
+    const hole = Number(option('hole') ?? 0);
     await mkdir(path.dirname(target), { recursive: true });
-    await writeFile(target, deterministicBytes(relative, Number(bytes)));
-    await chmod(target, 0o644);
+    const content = deterministicBytes(option('seed') ?? relative, size);
+    await writeFile(target, '');
+    await truncate(target, hole);
+    await appendFile(target, content.subarray(hole));
+    await chmod(target, parseInt(option('mode') ?? '644', 8));
   }
 }
 

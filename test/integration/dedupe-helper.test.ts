@@ -10,31 +10,9 @@ import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { dedupeFiles } from '../../src/sys/dedupe.js';
 import { withScratchBtrfs } from '../harness/btrfs-image.js';
+import { exclusiveBytes, extentsOf } from '../harness/extents.js';
 
 const HELPER = path.resolve('dist/bootenv-dedupe');
-
-interface Extent {
-  logical: number;
-  physical: number;
-  flags: string[];
-}
-
-/** The extents of `file` from `filefrag -v` (4 KiB blocks), for comparing physical locations. */
-async function extentsOf(file: string): Promise<Extent[]> {
-  const { stdout } = await execa('filefrag', ['-v', '-b4096', file]);
-  return stdout
-    .split('\n')
-    .map((line) => /^\s*\d+:\s+(\d+)\.\.\s*\d+:\s+(\d+)\.\.\s*\d+:\s+\d+:\s*(?:\d+:)?\s*(\S*)$/.exec(line))
-    .filter((match): match is RegExpExecArray => match !== null)
-    .map((match) => ({ logical: Number(match[1]), physical: Number(match[2]), flags: (match[3] ?? '').split(',').filter(Boolean) }));
-}
-
-async function exclusiveBytes(file: string): Promise<number> {
-  await execa('btrfs', ['filesystem', 'sync', file]);
-  const { stdout } = await execa('btrfs', ['filesystem', 'du', '-s', '--raw', file]);
-  return Number((stdout.trim().split('\n').at(-1) ?? '').trim().split(/\s+/)[1]);
-}
-
 
 function sha256(file: string): string {
   return createHash('sha256').update(readFileSync(file)).digest('hex');

@@ -60,10 +60,10 @@ describe('parsePreInstallPkgsInput', () => {
     const parsed = parsePreInstallPkgsInput(input);
     expect(parsed.config.get('Dir::Bin::dpkg')).toBe('/usr/lib/bootenv/dpkg');
     expect(parsed.actions).toEqual([
-      { package: 'bootenv-t-changed', architecture: 'all', oldVersion: '1.0', newVersion: '1.1', action: 'unpack' },
-      { package: 'bootenv-t-new', architecture: 'amd64', oldVersion: null, newVersion: '1.0', action: 'unpack' },
-      { package: 'bootenv-t-old', architecture: 'all', oldVersion: '2.0', newVersion: null, action: 'remove' },
-      { package: 'bootenv-t-changed', architecture: 'all', oldVersion: '1.0', newVersion: '1.1', action: 'configure' },
+      { package: 'bootenv-t-changed', architecture: 'all', oldVersion: '1.0', newVersion: '1.1', action: 'unpack', deb: '/var/cache/apt/archives/bootenv-t-changed_1.1_all.deb' },
+      { package: 'bootenv-t-new', architecture: 'amd64', oldVersion: null, newVersion: '1.0', action: 'unpack', deb: '/srv/repo/./bootenv-t-new_1.0_amd64.deb' },
+      { package: 'bootenv-t-old', architecture: 'all', oldVersion: '2.0', newVersion: null, action: 'remove', deb: null },
+      { package: 'bootenv-t-changed', architecture: 'all', oldVersion: '1.0', newVersion: '1.1', action: 'configure', deb: null },
     ]);
   });
 

@@ -5,7 +5,7 @@
 import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { dedupeFiles, parseDedupeOutput } from '../../src/sys/dedupe.js';
+import { dedupeFiles, fileExtents, parseDedupeOutput, parseExtentsOutput } from '../../src/sys/dedupe.js';
 import { bootenvErrorFrom, useTemporaryDirectory } from './helpers.js';
 
 const HELPER = path.resolve('dist/bootenv-dedupe');
@@ -67,5 +67,36 @@ describe('bootenv-dedupe protocol (on a filesystem without sharing)', () => {
 
   it('refuses relative paths before running anything', async () => {
     await expect(dedupeFiles([{ source: 'a', destination: '/b' }], HELPER)).rejects.toMatchObject({ code: 'INTERNAL' });
+  });
+});
+
+describe('parseExtentsOutput', () => {
+  it('reads physical:length:flags triples, empty files and errors', () => {
+    expect(parseExtentsOutput('extents 8380416:4096:1\nextents\nextents 4096:8192:2000 12288:4096:2001\nerror 0 ENOENT file: No such file or directory\n', 4)).toEqual([
+      [{ physical: 8380416, length: 4096, flags: 1 }],
+      [],
+      [
+        { physical: 4096, length: 8192, flags: 0x2000 },
+        { physical: 12288, length: 4096, flags: 0x2001 },
+      ],
+      { error: 'ENOENT file: No such file or directory' },
+    ]);
+  });
+
+  it.each([['extents 1:2\n'], ['extents 1:2:zz\n'], ['extent 1:2:3\n']])('rejects %j', (output) => {
+    expect(bootenvErrorFrom(() => parseExtentsOutput(output, 1)).code).toBe('PARSE');
+  });
+});
+
+describe('bootenv-dedupe --extents', () => {
+  const directory = useTemporaryDirectory('bootenv-extents-unit.');
+
+  it('maps a file written here, an empty file, and refuses what is not a regular file', async () => {
+    writeFileSync(path.join(directory(), 'data'), Buffer.alloc(20000, 7));
+    writeFileSync(path.join(directory(), 'empty'), '');
+    const [data, empty, missing] = await fileExtents(['data', 'empty', 'missing'].map((name) => path.join(directory(), name)), HELPER);
+    expect(Array.isArray(data) && data.reduce((sum, extent) => sum + extent.length, 0)).toBeGreaterThanOrEqual(20000);
+    expect(empty).toEqual([]);
+    expect(missing).toEqual({ error: 'ENOENT file: No such file or directory' });
   });
 });

@@ -1,0 +1,204 @@
+/**
+ * The skip-unchanged pass: after dpkg has written a BE's new files, the files
+ * whose content equals a file of the BE it was made from come to share that
+ * file's extents again (docs/dedupe.md). It plans from dpkg's md5sums (or the
+ * new .deb's payload) with dedupe/plan.ts, checks each pair on disk (regular
+ * files, equal sizes above the inline limit, equal xxh64), and hands the pairs
+ * to the kernel's FIDEDUPERANGE (sys/dedupe.ts), which compares the bytes once
+ * more and leaves every file's inode, mode, owner, times and xattrs as they
+ * were. File content never changes; only which extents hold it.
+ */
+import path from 'node:path';
+import type { PackageAction } from '../apt/hook-input.js';
+import { xxh64OfFile, hashDebPayload } from '../deb/payload.js';
+import { count, decide, parseMd5sums, planCandidates, tally, type Candidate, type FileFacts, type PackageSums, type SkippedPackage, type Tally } from '../dedupe/plan.js';
+import { BootenvError } from '../errors.js';
+import { dedupeFiles } from '../sys/dedupe.js';
+import { listDirectory, lstatIfExists, pathExists, readTextIfExists } from '../sys/fs.js';
+import { throwIfInterrupted } from '../sys/scope.js';
+
+const DPKG_INFO = 'var/lib/dpkg/info';
+/** Files stat'ed and hashed at a time. */
+const CONCURRENCY = 8;
+
+/** A package as the pass sees it. */
+export interface PassPackage {
+  package: string;
+  architecture: string;
+  /** Installed in the origin BE (upgraded or removed by the transaction). */
+  upgraded: boolean;
+  /** Installed in the new BE. */
+  installed: boolean;
+  /** The .deb dpkg unpacked, when known and still there. */
+  deb: string | null;
+}
+
+export interface SkipUnchangedReport {
+  dryRun: boolean;
+  inlineLimit: number;
+  packages: number;
+  candidates: number;
+  /** Now sharing extents with the origin (dry run: would be). */
+  shared: Tally;
+  /** Carried over unchanged by the snapshot: shared already. */
+  alreadyShared: Tally;
+  /** At most inlineLimit bytes: stored in metadata, nothing to share. */
+  inline: Tally;
+  /** Content (or size, or kind) turned out to differ on disk. */
+  differs: Tally;
+  /** Files of the new versions with new content. */
+  changedFiles: number;
+  errors: Array<{ path: string; message: string }>;
+  skippedPackages: SkippedPackage[];
+  seconds: number;
+}
+
+/** The packages of an apt transaction: one entry per package, from its actions. */
+export function packagesOfActions(actions: readonly PackageAction[]): PassPackage[] {
+  const byName = new Map<string, PassPackage>();
+  for (const action of actions) {
+    const entry = byName.get(action.package) ?? { package: action.package, architecture: action.architecture, upgraded: false, installed: false, deb: null };
+    if (action.oldVersion !== null) entry.upgraded = true;
+    if (action.newVersion !== null) entry.installed = true;
+    if (action.deb !== null && action.deb !== undefined) entry.deb = action.deb;
+    byName.set(action.package, entry);
+  }
+  return [...byName.values()];
+}
+
+/** Every package with md5sums in either BE: for a pass between two BEs with no transaction record. */
+export async function packagesOfRoots(originRoot: string, targetRoot: string): Promise<PassPackage[]> {
+  const names = (root: string) => listDirectory(path.join(root, DPKG_INFO)).then((entries) => new Set(entries.filter((name) => name.endsWith('.md5sums')).map((name) => name.slice(0, -'.md5sums'.length))));
+  const [origin, target] = await Promise.all([names(originRoot), names(targetRoot)]);
+  return [...new Set([...origin, ...target])].sort().map((infoName) => {
+    const [name, architecture = ''] = infoName.split(':');
+    return { package: name as string, architecture, upgraded: origin.has(infoName), installed: target.has(infoName), deb: null };
+  });
+}
+
+async function readMd5sums(root: string, sums: PassPackage): Promise<{ infoName: string; sums: Map<string, string> } | null> {
+  for (const infoName of [`${sums.package}:${sums.architecture}`, sums.package]) {
+    const file = path.join(root, DPKG_INFO, `${infoName}.md5sums`);
+    const text = await readTextIfExists(file);
+    if (text !== undefined) return { infoName, sums: parseMd5sums(text, file) };
+  }
+  return null;
+}
+
+async function packageSums(originRoot: string, targetRoot: string, passPackage: PassPackage): Promise<PackageSums> {
+  const old = passPackage.upgraded ? await readMd5sums(originRoot, passPackage) : null;
+  const next = passPackage.installed ? await readMd5sums(targetRoot, passPackage) : null;
+  let newPayload: Map<string, string> | null = null;
+  if (passPackage.installed && next === null && passPackage.deb !== null && (await pathExists(passPackage.deb))) {
+    const payload = await hashDebPayload(passPackage.deb);
+    const conffiles = new Set(payload.conffiles.map((file) => file.replace(/^\/+/, '')));
+    newPayload = new Map(payload.files.filter((file) => !conffiles.has(file.path)).map((file) => [file.path, file.xxh64]));
+  }
+  return {
+    package: passPackage.package,
+    infoName: next?.infoName ?? old?.infoName ?? passPackage.package,
+    oldMd5sums: old?.sums ?? null,
+    newMd5sums: next?.sums ?? null,
+    newPayload,
+    upgraded: passPackage.upgraded,
+  };
+}
+
+function factsOf(stats: Awaited<ReturnType<typeof lstatIfExists>>): FileFacts {
+  if (stats === undefined) return { type: 'missing', size: 0, ino: 0, ctimeNs: 0n };
+  return { type: stats.isFile() ? 'file' : 'other', size: Number(stats.size), ino: Number(stats.ino), ctimeNs: stats.ctimeNs };
+}
+
+async function forEachConcurrently<T>(items: readonly T[], limit: number, body: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      throwIfInterrupted();
+      await body(items[next++] as T);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
+
+export interface PassRequest {
+  /** Root of the BE the new one was made from (read-only use). */
+  originRoot: string;
+  /** Root of the BE whose files come to share extents. */
+  targetRoot: string;
+  packages: readonly PassPackage[];
+  inlineLimit: number;
+  /** Plan and verify, but share nothing. */
+  dryRun?: boolean;
+  /** The bootenv-dedupe program (tests); default: the installed one. */
+  helper?: string;
+}
+
+/**
+ * Runs the pass from `originRoot` to `targetRoot` (both mounted, both on the
+ * same btrfs). Changes no file's content or metadata; only extents become
+ * shared. Needs root. Reads the md5sums and, for packages without, their
+ * .debs. Throws PARSE for a malformed md5sums file or .deb, TOOL_MISSING
+ * without bootenv-dedupe; a single pair that fails is reported, not thrown.
+ */
+export async function shareUnchangedFiles(request: PassRequest): Promise<SkipUnchangedReport> {
+  const started = process.hrtime.bigint();
+  const sums: PackageSums[] = [];
+  for (const passPackage of request.packages) sums.push(await packageSums(request.originRoot, request.targetRoot, passPackage));
+  const plan = planCandidates(sums);
+  const report: SkipUnchangedReport = {
+    dryRun: request.dryRun ?? false,
+    inlineLimit: request.inlineLimit,
+    packages: request.packages.length,
+    candidates: plan.candidates.length,
+    shared: tally(),
+    alreadyShared: tally(),
+    inline: tally(),
+    differs: tally(),
+    changedFiles: plan.changedFiles,
+    errors: [],
+    skippedPackages: plan.skippedPackages,
+    seconds: 0,
+  };
+  const pairs: Array<{ candidate: Candidate; size: number }> = [];
+  const seenInodes = new Set<number>();
+  await forEachConcurrently(plan.candidates, CONCURRENCY, async (candidate) => {
+    const target = path.join(request.targetRoot, candidate.path);
+    const origin = path.join(request.originRoot, candidate.originPath);
+    const [targetFacts, originFacts] = [factsOf(await lstatIfExists(target)), factsOf(await lstatIfExists(origin))];
+    const decision = decide(targetFacts, originFacts, request.inlineLimit);
+    if (decision === 'inline') return count(report.inline, targetFacts.size);
+    if (decision === 'already-shared') return count(report.alreadyShared, targetFacts.size);
+    if (decision !== 'verify') return count(report.differs, targetFacts.size);
+    // Hard links: one inode, shared once.
+    if (seenInodes.has(targetFacts.ino)) return;
+    seenInodes.add(targetFacts.ino);
+    const [targetHash, originHash] = [await xxh64OfFile(target), await xxh64OfFile(origin)];
+    const expected = candidate.digest.startsWith('xxh64:') ? candidate.digest.slice('xxh64:'.length) : targetHash;
+    if (targetHash !== originHash || targetHash !== expected) return count(report.differs, targetFacts.size);
+    pairs.push({ candidate, size: targetFacts.size });
+  });
+  pairs.sort((a, b) => (a.candidate.path < b.candidate.path ? -1 : 1));
+  if (report.dryRun) {
+    for (const { size } of pairs) count(report.shared, size);
+  } else {
+    throwIfInterrupted();
+    const outcomes = await dedupeFiles(
+      pairs.map(({ candidate }) => ({ source: path.join(request.originRoot, candidate.originPath), destination: path.join(request.targetRoot, candidate.path) })),
+      request.helper,
+    );
+    outcomes.forEach((outcome, index) => {
+      const { candidate, size } = pairs[index] as { candidate: Candidate; size: number };
+      if (outcome.status === 'same') count(report.shared, size);
+      else if (outcome.status === 'differs') count(report.differs, size);
+      else report.errors.push({ path: `/${candidate.path}`, message: `${outcome.errno} ${outcome.message}` });
+    });
+  }
+  report.seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  return report;
+}
+
+/** For callers that must not fail because of the pass: the error as a sentence. */
+export function passFailure(error: unknown): string {
+  if (error instanceof BootenvError && error.code === 'INTERRUPTED') throw error;
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,121 @@
+// The skip-unchanged pass at the end of a diverted apt transaction (issue #6), with real apt 2.6
+// and dpkg 1.21 in a sandbox Debian 12. The same dist-upgrade (bootenv-t-changed 1.0 → 1.1,
+// bootenv-t-share 1.0 → 1.1 pulling in bootenv-t-share-extra) runs twice from the same base:
+// once with the pass, once with skip-unchanged = no. Checked from the host: identical files share
+// the base's extents (filefrag physical blocks), changed ones do not; every file's mode, owner,
+// size, mtime and content, hard links, setuid bit and capabilities (set by a postinst with
+// setcap) are the same as without the pass.
+import { execFileSync } from 'node:child_process';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { beforeAll, describe, expect, inject, it } from 'vitest';
+import { cachedDebianPackage } from '../harness/debian-packages.js';
+import { exclusiveBytes, extentsOf, physicalLayout } from '../harness/extents.js';
+import { diffManifests, takeManifest } from '../harness/manifest.js';
+import { installRepositoryInRoot } from '../harness/repo.js';
+import { useSandbox } from '../harness/sandbox.js';
+
+const APT = 'export DEBIAN_FRONTEND=noninteractive; ';
+const FIRST = '@bootenv/debian-12';
+const BASE = '@bootenv/base';
+const WITH_PASS = '@bootenv/upgraded';
+const WITHOUT_PASS = '@bootenv/unshared';
+const SHARE = 'usr/share/bootenv-t-share';
+/** Files of the new versions identical to a file of the base: [path in the new BE, path in the base]. */
+const IDENTICAL: Array<[string, string]> = [
+  ['usr/share/bootenv-t-changed/same.bin', 'usr/share/bootenv-t-changed/same.bin'],
+  [`${SHARE}/same.bin`, `${SHARE}/same.bin`],
+  [`${SHARE}/new-place.bin`, `${SHARE}/old-place.bin`],
+  ['usr/share/bootenv-t-share-extra/from-share.bin', `${SHARE}/to-extra.bin`],
+  [`${SHARE}/hard-a.bin`, `${SHARE}/hard-a.bin`],
+  [`${SHARE}/hard-b.bin`, `${SHARE}/hard-b.bin`],
+  ['usr/lib/bootenv-t-share/setuid', 'usr/lib/bootenv-t-share/setuid'],
+  ['usr/lib/bootenv-t-share/capped', 'usr/lib/bootenv-t-share/capped'],
+  [`${SHARE}/sparse.bin`, `${SHARE}/sparse.bin`],
+  [`${SHARE}/mid.bin`, `${SHARE}/mid.bin`],
+];
+const PACKAGE_TREES = ['usr/share/bootenv-t-changed', SHARE, 'usr/lib/bootenv-t-share', 'usr/share/bootenv-t-share-extra'];
+
+describe('skip-unchanged at the end of a diverted apt transaction', () => {
+  const sandbox = useSandbox(() => inject('bookwormBase'), 'ubuntu');
+  let withPassOutput = '';
+  let withoutPassOutput = '';
+
+  beforeAll(async () => {
+    const libcap = await cachedDebianPackage('libcap2-bin');
+    await sandbox().withTopLevel((top) => installRepositoryInRoot(path.join(top, '@'), undefined, { extraDebs: [libcap] }));
+    expect((await sandbox().beadm('@', ['init'])).exitCode).toBe(0);
+    const install = await sandbox().boot(FIRST, ['bash', '-c', `${APT} apt-get update -qq && BOOTENV_BE_NAME=base apt-get install -y bootenv-t-changed=1.0 bootenv-t-share=1.0 2>&1; echo "rc=$?"; beadm create nopass -e base`]);
+    expect(install.stdout).toContain('rc=0');
+    // The same base, told not to run the pass.
+    await sandbox().withTopLevel(async (top) => {
+      const conf = path.join(top, '@bootenv/nopass/etc/bootenv/bootenv.conf');
+      writeFileSync(conf, readFileSync(conf, 'utf8').replace(/^skip-unchanged = yes$/m, 'skip-unchanged = no'));
+    });
+    const upgrade = (booted: string, name: string) => sandbox().boot(booted, ['bash', '-c', `${APT} BOOTENV_BE_NAME=${name} apt-get dist-upgrade -y 2>&1; echo "rc=$?"`]);
+    withPassOutput = (await upgrade(BASE, 'upgraded')).stdout;
+    withoutPassOutput = (await upgrade('@bootenv/nopass', 'unshared')).stdout;
+    expect(withPassOutput).toContain('rc=0');
+    expect(withoutPassOutput).toContain('rc=0');
+  });
+
+  it('says in apt\'s output how many files and bytes now share extents', () => {
+    // 128 KiB + 200000 + 90000 + 80000 + 70000 (two hard links, one inode) + 60000 + 50000 + 400000 + 3000 bytes.
+    // Inline: small.txt and the conffile (dpkg's own md5sums list it when the package ships none).
+    expect(withPassOutput.split('\n').filter((line) => line.includes('skip-unchanged'))).toEqual([
+      expect.stringMatching(/^bootenv: skip-unchanged: 9 files \(1\.0M\) identical to the previous BE's share its extents; 0 were shared already; 2 of at most 2048 bytes are stored inline \(\d+\.\d\d s\)\.$/),
+    ]);
+    expect(withoutPassOutput).not.toContain('skip-unchanged');
+    expect(withPassOutput).toContain("bootenv: apt's changes are in boot environment upgraded");
+  });
+
+  it('dpkg writes md5sums for a package that ships none (the planner relies on them)', async () => {
+    await sandbox().withTopLevel(async (top) => {
+      // bootenv-t-changed is built without DEBIAN/md5sums; dpkg 1.21 hashes while unpacking.
+      const md5sums = readFileSync(path.join(top, WITH_PASS, 'var/lib/dpkg/info/bootenv-t-changed.md5sums'), 'utf8');
+      expect(md5sums).toMatch(/^[0-9a-f]{32}  usr\/share\/bootenv-t-changed\/same\.bin$/m);
+    });
+  });
+
+  it('identical files share the base\'s extents; changed files do not; without the pass nothing is shared', async () => {
+    await sandbox().withTopLevel(async (top) => {
+      for (const [file, inBase] of IDENTICAL) {
+        const base = await physicalLayout(path.join(top, BASE, inBase));
+        expect(await physicalLayout(path.join(top, WITH_PASS, file)), file).toEqual(base);
+        expect(await physicalLayout(path.join(top, WITHOUT_PASS, file)), file).not.toEqual(base);
+      }
+      expect(await physicalLayout(path.join(top, WITH_PASS, SHARE, 'changed.bin'))).not.toEqual(await physicalLayout(path.join(top, BASE, SHARE, 'changed.bin')));
+      // Tiny files live inline in the metadata, with or without the pass.
+      for (const file of ['usr/share/bootenv-t-changed/changed.txt', `${SHARE}/small.txt`]) {
+        expect((await extentsOf(path.join(top, WITH_PASS, file)))[0]?.flags, file).toContain('inline');
+      }
+      // Of the package files, only changed.bin (150000 bytes: 37 blocks) stays the new BE's own.
+      const exclusive = await Promise.all(PACKAGE_TREES.map((tree) => exclusiveBytes(path.join(top, WITH_PASS, tree))));
+      expect(exclusive.reduce((sum, bytes) => sum + bytes, 0)).toBe(37 * 4096);
+      const exclusiveWithout = await Promise.all(PACKAGE_TREES.map((tree) => exclusiveBytes(path.join(top, WITHOUT_PASS, tree))));
+      expect(exclusiveWithout.reduce((sum, bytes) => sum + bytes, 0)).toBeGreaterThan(1_000_000);
+    });
+  });
+
+  it('leaves every file as stock dpkg left it: content, mode (setuid), owner, mtime, hard links, capabilities', async () => {
+    await sandbox().withTopLevel(async (top) => {
+      for (const tree of [...PACKAGE_TREES, 'etc']) {
+        const files = async (root: string) => {
+          const manifest = await takeManifest(path.join(top, root, tree), { exclude: [] });
+          // Directory mtimes say when dpkg created them, which differs between the two runs; in /etc only the conffile is the package's.
+          return new Map([...manifest].filter(([file, line]) => !line.startsWith('directory ') && (tree !== 'etc' || file === '/bootenv-t-share.conf')));
+        };
+        expect(diffManifests(await files(WITHOUT_PASS), await files(WITH_PASS)), tree).toEqual([]);
+      }
+      for (const root of [WITH_PASS, WITHOUT_PASS, BASE]) {
+        const capped = path.join(top, root, 'usr/lib/bootenv-t-share/capped');
+        expect(execFileSync('getcap', [capped]).toString(), root).toMatch(/cap_net_raw[=+]ep/);
+        expect(statSync(path.join(top, root, 'usr/lib/bootenv-t-share/setuid')).mode & 0o7777).toBe(0o4755);
+        const hardA = statSync(path.join(top, root, SHARE, 'hard-a.bin'));
+        expect(hardA.nlink).toBe(2);
+        expect(statSync(path.join(top, root, SHARE, 'hard-b.bin')).ino).toBe(hardA.ino);
+      }
+      expect(readFileSync(path.join(top, WITH_PASS, 'etc/bootenv-t-share.conf'), 'utf8')).toBe(readFileSync(path.join(top, WITHOUT_PASS, 'etc/bootenv-t-share.conf'), 'utf8'));
+    });
+  });
+});
