@@ -3,7 +3,8 @@
  * whose content equals a file of the BE it was made from come to share that
  * file's extents again (docs/dedupe.md). It plans from dpkg's md5sums (or the
  * new .deb's payload) with dedupe/plan.ts, checks each pair on disk (regular
- * files, equal sizes above the inline limit, equal xxh64), and hands the pairs
+ * files, equal sizes above the inline limit, equal xxh64, not in the same
+ * extents already), and hands the pairs
  * to the kernel's FIDEDUPERANGE (sys/dedupe.ts), which compares the bytes once
  * more and leaves every file's inode, mode, owner, times and xattrs as they
  * were. File content never changes; only which extents hold it.
@@ -13,7 +14,8 @@ import type { PackageAction } from '../apt/hook-input.js';
 import { xxh64OfFile, hashDebPayload } from '../deb/payload.js';
 import { count, decide, parseMd5sums, planCandidates, tally, type Candidate, type FileFacts, type PackageSums, type SkippedPackage, type Tally } from '../dedupe/plan.js';
 import { BootenvError } from '../errors.js';
-import { dedupeFiles } from '../sys/dedupe.js';
+import { sameExtents } from '../dedupe/space.js';
+import { dedupeFiles, fileExtents } from '../sys/dedupe.js';
 import { listDirectory, lstatIfExists, pathExists, readTextIfExists } from '../sys/fs.js';
 import { throwIfInterrupted } from '../sys/scope.js';
 
@@ -40,7 +42,7 @@ export interface SkipUnchangedReport {
   candidates: number;
   /** Now sharing extents with the origin (dry run: would be). */
   shared: Tally;
-  /** Carried over unchanged by the snapshot: shared already. */
+  /** Carried over unchanged by the snapshot, or deduped before: shared already. */
   alreadyShared: Tally;
   /** At most inlineLimit bytes: stored in metadata, nothing to share. */
   inline: Tally;
@@ -159,7 +161,7 @@ export async function shareUnchangedFiles(request: PassRequest): Promise<SkipUnc
     skippedPackages: plan.skippedPackages,
     seconds: 0,
   };
-  const pairs: Array<{ candidate: Candidate; size: number }> = [];
+  const toVerify: Array<{ candidate: Candidate; size: number }> = [];
   const seenInodes = new Set<number>();
   await forEachConcurrently(plan.candidates, CONCURRENCY, async (candidate) => {
     const target = path.join(request.targetRoot, candidate.path);
@@ -172,22 +174,40 @@ export async function shareUnchangedFiles(request: PassRequest): Promise<SkipUnc
     // Hard links: one inode, shared once.
     if (seenInodes.has(targetFacts.ino)) return;
     seenInodes.add(targetFacts.ino);
-    const [targetHash, originHash] = [await xxh64OfFile(target), await xxh64OfFile(origin)];
-    const expected = candidate.digest.startsWith('xxh64:') ? candidate.digest.slice('xxh64:'.length) : targetHash;
-    if (targetHash !== originHash || targetHash !== expected) return count(report.differs, targetFacts.size);
-    pairs.push({ candidate, size: targetFacts.size });
+    toVerify.push({ candidate, size: targetFacts.size });
   });
-  pairs.sort((a, b) => (a.candidate.path < b.candidate.path ? -1 : 1));
+  toVerify.sort((a, b) => (a.candidate.path < b.candidate.path ? -1 : 1));
+  // Files that already lie in the same extents (deduped before) need neither hashing nor sharing.
+  const extents = await fileExtents(
+    toVerify.flatMap(({ candidate }) => [path.join(request.targetRoot, candidate.path), path.join(request.originRoot, candidate.originPath)]),
+    request.helper,
+  );
+  const unshared = toVerify.filter(({ size }, index) => {
+    const [target, origin] = [extents[2 * index], extents[2 * index + 1]];
+    if (Array.isArray(target) && Array.isArray(origin) && sameExtents(target, origin)) {
+      count(report.alreadyShared, size);
+      return false;
+    }
+    return true;
+  });
+  const toShare: Array<{ candidate: Candidate; size: number }> = [];
+  await forEachConcurrently(unshared, CONCURRENCY, async (pair) => {
+    const [targetHash, originHash] = [await xxh64OfFile(path.join(request.targetRoot, pair.candidate.path)), await xxh64OfFile(path.join(request.originRoot, pair.candidate.originPath))];
+    const expected = pair.candidate.digest.startsWith('xxh64:') ? pair.candidate.digest.slice('xxh64:'.length) : targetHash;
+    if (targetHash !== originHash || targetHash !== expected) return count(report.differs, pair.size);
+    toShare.push(pair);
+  });
+  toShare.sort((a, b) => (a.candidate.path < b.candidate.path ? -1 : 1));
   if (report.dryRun) {
-    for (const { size } of pairs) count(report.shared, size);
+    for (const { size } of toShare) count(report.shared, size);
   } else {
     throwIfInterrupted();
     const outcomes = await dedupeFiles(
-      pairs.map(({ candidate }) => ({ source: path.join(request.originRoot, candidate.originPath), destination: path.join(request.targetRoot, candidate.path) })),
+      toShare.map(({ candidate }) => ({ source: path.join(request.originRoot, candidate.originPath), destination: path.join(request.targetRoot, candidate.path) })),
       request.helper,
     );
     outcomes.forEach((outcome, index) => {
-      const { candidate, size } = pairs[index] as { candidate: Candidate; size: number };
+      const { candidate, size } = toShare[index] as { candidate: Candidate; size: number };
       if (outcome.status === 'same') count(report.shared, size);
       else if (outcome.status === 'differs') count(report.differs, size);
       else report.errors.push({ path: `/${candidate.path}`, message: `${outcome.errno} ${outcome.message}` });

@@ -24,7 +24,8 @@ import {
 } from '../be/library.js';
 import { enterTransaction, finishTransaction, prepareTransaction, recordDpkgFailure, type TransactionOutcome } from '../be/transaction.js';
 import { BootenvError, EXIT_CODES, asBootenvError } from '../errors.js';
-import { renderError, renderErrorJson, renderJson, renderList, renderListScripted, renderSkipUnchanged } from './render.js';
+import { auditBootEnvironments, dedupeBootEnvironment } from '../be/space.js';
+import { renderAudit, renderError, renderErrorJson, renderJson, renderList, renderListScripted, renderSkipUnchanged } from './render.js';
 
 declare const BOOTENV_VERSION: string;
 
@@ -185,6 +186,26 @@ function buildProgram(setReply: (reply: Reply) => void, setScripted: (value: boo
     .action(async () => {
       const result = await completeBoot(options);
       setReply({ data: result, text: result.cleared === null ? '' : `Cleared the one-shot activation of ${result.cleared}.\n` });
+    });
+
+  program
+    .command('dedupe')
+    .description("make NAME's files identical to its origin's (or OTHER's) share their extents")
+    .argument('<name>', 'BE whose files come to share')
+    .option('--against <other>', 'BE to share with (default: the BE NAME was made from)')
+    .option('--dry-run', 'say what would be shared, share nothing')
+    .action(async (name: string, commandOptions: { against?: string; dryRun?: boolean }) => {
+      const result = await dedupeBootEnvironment(name, { ...options, ...commandOptions });
+      setReply({ data: result, text: renderSkipUnchanged(result.report, `beadm: ${name} against ${result.against}`) });
+    });
+
+  program
+    .command('audit')
+    .description('space per BE: referenced, exclusive, shared with its origin, identical but unshared, freed by destroy')
+    .argument('[names...]', 'BEs to audit (default: all)')
+    .action(async (names: string[]) => {
+      const audits = await auditBootEnvironments(names, options);
+      setReply({ data: audits, text: renderAudit(audits) });
     });
 
   program

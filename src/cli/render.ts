@@ -5,6 +5,7 @@
  */
 import type { BootEnvironment } from '../be/library.js';
 import type { SkipUnchangedReport } from '../be/skip-unchanged.js';
+import type { SpaceAudit } from '../be/space.js';
 import type { BootenvError } from '../errors.js';
 
 export const LIST_COLUMNS = ['BE', 'Active', 'Mountpoint', 'Space', 'Created', 'Description'] as const;
@@ -88,4 +89,25 @@ export function renderSkipUnchanged(report: SkipUnchangedReport | { error: strin
     text += `${prefix}: skip-unchanged: ${report.errors.length} files could not be shared, e.g. ${first.path}: ${first.message}\n`;
   }
   return text;
+}
+
+export const AUDIT_COLUMNS = ['BE', 'Origin', 'Referenced', 'Exclusive', 'Shared-origin', 'Identical-unshared', 'Freed-by-destroy'] as const;
+
+/** `beadm audit`: aligned columns; quota groups' numbers in two more columns when quotas are on. */
+export function renderAudit(audits: readonly SpaceAudit[]): string {
+  const quotas = audits.some((audit) => audit.quota !== null);
+  const header = [...AUDIT_COLUMNS, ...(quotas ? ['Quota-referenced', 'Quota-exclusive'] : [])];
+  const rows = audits.map((audit) => [
+    audit.name,
+    audit.origin ?? '-',
+    formatBytes(audit.referencedBytes),
+    formatBytes(audit.exclusiveBytes),
+    formatBytes(audit.sharedWithOriginBytes),
+    formatBytes(audit.identicalUnsharedBytes),
+    formatBytes(audit.freedByDestroyBytes),
+    ...(quotas ? [formatBytes(audit.quota?.referencedBytes ?? null), formatBytes(audit.quota?.exclusiveBytes ?? null)] : []),
+  ]);
+  const all = [header, ...rows];
+  const widths = header.map((_, column) => Math.max(...all.map((row) => (row[column] ?? '').length)));
+  return all.map((row) => row.map((cell, column) => cell.padEnd(widths[column] ?? 0)).join('  ').trimEnd()).join('\n').concat('\n');
 }

@@ -118,4 +118,49 @@ describe('skip-unchanged at the end of a diverted apt transaction', () => {
       expect(readFileSync(path.join(top, WITH_PASS, 'etc/bootenv-t-share.conf'), 'utf8')).toBe(readFileSync(path.join(top, WITHOUT_PASS, 'etc/bootenv-t-share.conf'), 'utf8'));
     });
   });
+
+  it('beadm dedupe shares what the pass would have, for a BE made without it; a second run finds nothing left', async () => {
+    const dryRun = await sandbox().beadm(BASE, ['dedupe', 'unshared', '--against', 'base', '--dry-run']);
+    expect(dryRun.exitCode, dryRun.stderr).toBe(0);
+    expect(dryRun.stdout).toMatch(/^beadm: unshared against base: skip-unchanged: 9 files \(1\.0M\) identical to the previous BE's would share its extents;/);
+    await sandbox().withTopLevel(async (top) => {
+      expect(await physicalLayout(path.join(top, WITHOUT_PASS, SHARE, 'same.bin'))).not.toEqual(await physicalLayout(path.join(top, BASE, SHARE, 'same.bin')));
+    });
+    const run = await sandbox().beadm(BASE, ['dedupe', 'unshared', '--against', 'base']);
+    expect(run.stdout).toMatch(/^beadm: unshared against base: skip-unchanged: 9 files \(1\.0M\) identical to the previous BE's share its extents;/);
+    await sandbox().withTopLevel(async (top) => {
+      for (const [file, inBase] of IDENTICAL) expect(await physicalLayout(path.join(top, WITHOUT_PASS, file)), file).toEqual(await physicalLayout(path.join(top, BASE, inBase)));
+    });
+    const again = await sandbox().beadm(BASE, ['dedupe', 'unshared', '--against', 'base', '--json']);
+    expect(JSON.parse(again.stdout).report.shared).toEqual({ files: 0, bytes: 0 });
+  });
+
+  it('beadm audit: data referenced, exclusive, shared with the origin, identical but unshared; quota groups beside them when on', async () => {
+    const audit = async () => {
+      const result = await sandbox().beadm(BASE, ['audit', 'base', 'upgraded', '--json']);
+      expect(result.exitCode, result.stderr).toBe(0);
+      return JSON.parse(result.stdout) as Array<{ name: string; origin: string | null; referencedBytes: number; exclusiveBytes: number; sharedWithOriginBytes: number; identicalUnsharedBytes: number; freedByDestroyBytes: number; quota: { referencedBytes: number; exclusiveBytes: number } | null }>;
+    };
+    const [base, upgraded] = await audit();
+    expect(upgraded).toMatchObject({ name: 'upgraded', origin: 'base', identicalUnsharedBytes: 0, quota: null });
+    expect(base?.origin).toBe('debian-12');
+    const duExclusive = await sandbox().withTopLevel((top) => exclusiveBytes(path.join(top, WITH_PASS)));
+    expect(upgraded?.exclusiveBytes).toBe(duExclusive);
+    expect(upgraded?.freedByDestroyBytes).toBe(upgraded?.exclusiveBytes);
+    expect((upgraded?.sharedWithOriginBytes ?? 0) + (upgraded?.exclusiveBytes ?? 0)).toBeLessThanOrEqual(upgraded?.referencedBytes ?? 0);
+    expect(upgraded?.sharedWithOriginBytes).toBeGreaterThan((upgraded?.referencedBytes ?? 0) * 0.95);
+
+    await sandbox().withTopLevel(async (top) => {
+      execFileSync('btrfs', ['quota', 'enable', top]);
+      execFileSync('btrfs', ['quota', 'rescan', '-w', top]);
+    });
+    try {
+      const [, withQuotas] = await audit();
+
+      expect(withQuotas?.quota).not.toBeNull();
+      expect(withQuotas?.freedByDestroyBytes).toBe(withQuotas?.quota?.exclusiveBytes);
+    } finally {
+      await sandbox().withTopLevel(async (top) => execFileSync('btrfs', ['quota', 'disable', top]));
+    }
+  });
 });
