@@ -60,6 +60,8 @@ export interface BootEnvironment {
   origin: string | null;
   /** Kernel version GRUB boots in it; null when it holds no bootable kernel. */
   kernel: string | null;
+  /** Whether a boot of it ever reached multi-user.target (recorded by `beadm boot-complete --good`). */
+  bootedSuccessfully: boolean;
 }
 
 export interface Options {
@@ -72,6 +74,7 @@ export { interrupt as interruptOperation, abortOpenScopes as abortOperation } fr
 
 const DEFAULT_LOCK_WAIT_SECONDS = 10;
 const MOUNT_PREFIX = '/tmp/be_mount.';
+const BOOT_ID_FILE = '/proc/sys/kernel/random/boot_id';
 
 export interface Session {
   probe: SystemProbe;
@@ -267,6 +270,7 @@ async function describe(session: Session, state: BootenvState | undefined): Prom
           ? null
           : (nameByUuid.get(originUuid) ?? (originUuid === installedRootUuid ? '(installed root)' : null)),
       kernel: (await bootFilesOf(session, subvolume.path))?.version ?? null,
+      bootedSuccessfully: record?.lastGoodBoot !== undefined,
     });
   }
   return result;
@@ -459,20 +463,51 @@ export async function activateBootEnvironment(name: string, options: ActivateOpt
   });
 }
 
+export interface BootCompletion {
+  /** The one-shot BE whose activation was cleared, or null. */
+  cleared: string | null;
+  /** Whether this boot was that one-shot BE (false: it did not come up, another BE did); null when nothing was cleared. */
+  oneShotBooted: boolean | null;
+  /** The running BE when this boot was recorded as good, or null. */
+  markedGood: string | null;
+}
+
+export interface CompleteBootOptions extends Options {
+  /** Also record this boot of the running BE as good: the system is up (bootenv-boot-good.service). */
+  good?: boolean;
+}
+
 /**
- * Clears a one-shot activation once its BE has booted: GRUB cannot clear
- * next_entry on btrfs, so the booted system does (bootenv's boot unit runs
- * this). Returns whether anything was cleared.
+ * Runs in the booted system. Clears a one-shot activation once a BE has
+ * booted: GRUB cannot clear next_entry on btrfs, so the booted system does
+ * (bootenv-boot-complete.service runs this early). Booting a BE other than the
+ * one-shot one clears it too: its boot failed and someone chose another entry.
+ * With `good`, also records this boot (boot id and time) as the running BE's
+ * last good boot in the state file (bootenv-boot-good.service, after
+ * multi-user.target). Changes grubenv and the state file only; needs root.
+ * Returns what it cleared and marked.
  */
-export async function completeBoot(options: Options = {}): Promise<{ cleared: string | null }> {
+export async function completeBoot(options: CompleteBootOptions = {}): Promise<BootCompletion> {
   return withScope(async (scope) => {
     const session = await openSession(scope, options);
     const state = requireState(session);
     const oneShot = await oneShotName(session, state);
     const booted = bootEnvironmentSubvolumes(session).find(({ subvolume }) => subvolume.path === session.probe.bootedSubvolume);
-    if (oneShot === undefined || booted?.name !== oneShot) return { cleared: null };
-    await setGrubenvVariable(scope, installedRootPath(session, state), 'next_entry', undefined);
-    return { cleared: oneShot };
+    let cleared: string | null = null;
+    // A BE booted while a one-shot is pending: either the one-shot BE itself (done), or another one
+    // because its boot failed and a person chose this one in GRUB's menu. Either way the one-shot is
+    // spent: later boots go back to the default.
+    if (oneShot !== undefined && booted !== undefined) {
+      await setGrubenvVariable(scope, installedRootPath(session, state), 'next_entry', undefined);
+      cleared = oneShot;
+    }
+    const result: BootCompletion = { cleared, oneShotBooted: cleared === null ? null : cleared === booted?.name, markedGood: null };
+    const record = booted === undefined ? undefined : state.environments[booted.subvolume.uuid];
+    if (!options.good || booted === undefined || record === undefined) return result;
+    record.lastGoodBoot = { bootId: (await readText(BOOT_ID_FILE)).trim(), at: new Date().toISOString() };
+    await saveState(scope, session, state);
+    result.markedGood = booted.name;
+    return result;
   });
 }
 

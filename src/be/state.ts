@@ -3,7 +3,7 @@
  * `@bootenv/.bootenv.json`, beside the BE subvolumes. It records which
  * subvolume is the installed root (GRUB's home), which BE boots by default,
  * and per BE (keyed by subvolume UUID, so a rename needs no update) its
- * origin, creation time and description. Written atomically under the global
+ * origin, creation time, description and last good boot. Written atomically under the global
  * lock. Parse and serialize are pure and strict.
  */
 import { BootenvError } from '../errors.js';
@@ -20,6 +20,15 @@ export interface BootEnvironmentRecord {
   description: string;
   /** Set for a BE made by an apt transaction. */
   transaction?: TransactionSummary;
+  /** The last boot of this BE that reached multi-user.target (`beadm boot-complete --good`); absent if none did. */
+  lastGoodBoot?: GoodBoot;
+}
+
+export interface GoodBoot {
+  /** The kernel's boot id (/proc/sys/kernel/random/boot_id) of that boot. */
+  bootId: string;
+  /** ISO 8601. */
+  at: string;
 }
 
 export interface TransactionSummary {
@@ -62,7 +71,12 @@ export function parseState(text: string): BootenvState {
     throw new BootenvError('PARSE', `${CONTAINER}/${STATE_FILE} does not hold bootenv state of format ${FORMAT}`);
   }
   for (const [uuid, record] of Object.entries(state.environments)) {
-    if (typeof record?.created !== 'string' || typeof record.description !== 'string') {
+    const good = record?.lastGoodBoot;
+    if (
+      typeof record?.created !== 'string' ||
+      typeof record.description !== 'string' ||
+      (good !== undefined && (typeof good?.bootId !== 'string' || typeof good.at !== 'string'))
+    ) {
       throw new BootenvError('PARSE', `${CONTAINER}/${STATE_FILE}: bad record for ${uuid}`);
     }
   }

@@ -182,10 +182,21 @@ function buildProgram(setReply: (reply: Reply) => void, setScripted: (value: boo
 
   program
     .command('boot-complete')
-    .description("clear a one-shot activation once its BE has booted (run by bootenv's boot unit)")
-    .action(async () => {
-      const result = await completeBoot(options);
-      setReply({ data: result, text: result.cleared === null ? '' : `Cleared the one-shot activation of ${result.cleared}.\n` });
+    .description("clear a one-shot activation once its BE has booted; --good: record this boot as good (run by bootenv's boot units)")
+    .option('--good', 'also record this boot of the running BE as successful')
+    .action(async (commandOptions: { good?: boolean }) => {
+      const result = await completeBoot({ ...options, good: commandOptions.good === true });
+      const text = [
+        ...(result.cleared === null
+          ? []
+          : [
+              result.oneShotBooted
+                ? `Cleared the one-shot activation of ${result.cleared}.\n`
+                : `The one-shot boot environment ${result.cleared} did not come up; cleared its activation.\n`,
+            ]),
+        ...(result.markedGood === null ? [] : [`Recorded this boot of ${result.markedGood} as good.\n`]),
+      ].join('');
+      setReply({ data: result, text });
     });
 
   program

@@ -2,7 +2,7 @@
 // debootstrapped Debian 12, real GRUB tools and Debian's node: the story of issue #2,
 // asserted through btrfs-progs, findmnt, the fstab and grub.cfg files and grub-script-check.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Sandbox } from '../harness/sandbox.js';
@@ -15,6 +15,7 @@ interface ListedBE {
   description: string;
   mountpoint: string | null;
   exclusiveBytes: number | null;
+  bootedSuccessfully: boolean;
 }
 
 const EXIT = { INVALID_NAME: 3, NOT_FOUND: 4, EXISTS: 5, BUSY: 6, ALREADY_INITIALIZED: 9, LOCKED: 10, NOT_BOOTABLE: 13 };
@@ -303,16 +304,41 @@ describe('beadm on an Ubuntu-style layout', () => {
     expect((await list(firstBE.subvolume)).map((be) => be.active)).toEqual(['N', 'R', '']);
   });
 
-  it('activate refuses a BE without a kernel and changes nothing', async () => {
+  it('boot-complete in another BE drops a one-shot that did not come up; --good records the boot', async () => {
+    expect((await sandbox.beadm(firstBE.subvolume, ['activate', '-t', 'b5'])).exitCode).toBe(0);
+    // The b5 boot failed and a person chose debian-12 in GRUB's menu: this boot spends the one-shot.
+    const complete = await sandbox.beadm(firstBE.subvolume, ['boot-complete']);
+    expect(complete.exitCode).toBe(0);
+    expect(complete.stdout).toBe('The one-shot boot environment b5 did not come up; cleared its activation.');
+    expect((await sandbox.boot('@', ['grub-editenv', '/boot/grub/grubenv', 'list'])).stdout).not.toContain('next_entry');
+    expect((await list(firstBE.subvolume)).map((be) => [be.name, be.active, be.bootedSuccessfully])).toEqual([
+      ['debian-12', 'N', false],
+      ['b2', 'R', false],
+      ['b5', '', false],
+    ]);
+    const good = await sandbox.beadm(firstBE.subvolume, ['boot-complete', '--good', '--json']);
+    expect(JSON.parse(good.stdout)).toEqual({ cleared: null, oneShotBooted: null, markedGood: 'debian-12' });
+    expect((await list(firstBE.subvolume)).map((be) => be.bootedSuccessfully)).toEqual([true, false, false]);
+    const state = JSON.parse(await sandbox.readFile('@bootenv/.bootenv.json')) as { environments: Record<string, { lastGoodBoot?: { bootId: string } }> };
+    const bootId = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    expect(Object.values(state.environments).map((record) => record.lastGoodBoot?.bootId)).toContain(bootId);
+  });
+
+  it.each([
+    { missing: 'a kernel', remove: 'rm -f "$1"/boot/vmlinuz-*', temporary: false },
+    { missing: 'an initramfs', remove: 'rm -f "$1"/boot/initrd.img-*', temporary: false },
+    { missing: 'a modules directory', remove: 'rm -rf "$1"/lib/modules/*', temporary: true },
+  ])('activate refuses a BE without $missing and changes nothing', async ({ remove, temporary }) => {
     expect((await sandbox.beadm(firstBE.subvolume, ['create', 'nokernel'])).exitCode).toBe(0);
     await sandbox.withTopLevel(async (top) => {
-      execFileSync('sh', ['-c', 'rm -f "$1"/boot/vmlinuz-*', 'sh', path.join(top, '@bootenv/nokernel')]);
+      execFileSync('sh', ['-c', remove, 'sh', path.join(top, '@bootenv/nokernel')]);
     });
     const before = await fingerprint();
-    const result = await sandbox.beadm(firstBE.subvolume, ['activate', 'nokernel']);
+    const result = await sandbox.beadm(firstBE.subvolume, ['activate', ...(temporary ? ['-t'] : []), 'nokernel']);
     expect(result.exitCode).toBe(EXIT.NOT_BOOTABLE);
-    expect(result.stderr).toMatch(/no kernel/);
+    expect(result.stderr).toMatch(/no kernel with a matching initramfs and \/lib\/modules directory/);
     expect(await fingerprint()).toEqual(before);
+    expect((await sandbox.beadm(firstBE.subvolume, ['destroy', 'nokernel'])).exitCode).toBe(0);
   });
 
   it('a second beadm fails clearly while another holds the lock', async () => {

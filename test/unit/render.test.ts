@@ -20,6 +20,7 @@ function be(name: string, fields: Partial<BootEnvironment> = {}): BootEnvironmen
     description: '',
     origin: null,
     kernel: '6.1.0-9-amd64',
+    bootedSuccessfully: true,
     ...fields,
   };
 }

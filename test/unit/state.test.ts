@@ -12,6 +12,7 @@ const STATE: BootenvState = {
       originUuid: 'fe9b8a45-e882-a443-b8d1-19c3c36c05a8',
       created: '2024-05-01T10:20:30.000Z',
       description: 'before upgrade to "trixie"\twith a tab',
+      lastGoodBoot: { bootId: '6b20a848-2ee1-4884-8c5e-a3e4adee3afa', at: '2024-05-01T10:25:00.000Z' },
     },
     '01a76dbb-d773-1142-b2e7-b41b708478ae': { originUuid: null, created: '2024-05-02T08:00:00.000Z', description: '' },
   },
@@ -72,6 +73,8 @@ describe('parseState', () => {
     ['a record that is null', { ...valid, environments: { u: null } }],
     ['a record without created', { ...valid, environments: { u: { originUuid: null, description: '' } } }],
     ['a record with a numeric description', { ...valid, environments: { u: { originUuid: null, created: 'x', description: 1 } } }],
+    ['a last good boot without a boot id', { ...valid, environments: { u: { originUuid: null, created: 'x', description: '', lastGoodBoot: { at: 'x' } } } }],
+    ['a last good boot that is a string', { ...valid, environments: { u: { originUuid: null, created: 'x', description: '', lastGoodBoot: 'yes' } } }],
   ])('throws PARSE for %s', (_, value) => {
     expect(bootenvErrorFrom(() => parseState(JSON.stringify(value))).code).toBe('PARSE');
   });
