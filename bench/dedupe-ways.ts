@@ -18,7 +18,8 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { execa } from 'execa';
 import { withScratchBtrfs } from '../test/harness/btrfs-image.js';
-import { dropCaches, exclusiveBytes, regularFiles, rewriteFile, secondsSince, type FileEntry } from './measure.js';
+import { exclusiveBytes } from '../test/harness/extents.js';
+import { dropCaches, regularFiles, rewriteFile, secondsSince, type FileEntry } from './measure.js';
 
 const execFileAsync = promisify(execFile);
 const INLINE_LIMIT = 2048;

@@ -1,7 +1,7 @@
 /**
  * What the benchmarks share: timing, walking a tree, rewriting files the way
- * dpkg does, measuring exclusive bytes. Their scratch filesystems come from
- * test/harness/btrfs-image.ts.
+ * dpkg does, dropping caches. Scratch filesystems and exclusive bytes come
+ * from test/harness/btrfs-image.ts and extents.ts.
  */
 import { closeSync, fsyncSync, lstatSync, openSync, readdirSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import path from 'node:path';
@@ -51,16 +51,6 @@ export function rewriteFile(file: string): void {
     closeSync(descriptor);
   }
   renameSync(temporary, file);
-}
-
-/** Exclusive bytes of `directory` from `btrfs filesystem du -s --raw` (after a sync). */
-export async function exclusiveBytes(directory: string): Promise<number> {
-  await execa('btrfs', ['filesystem', 'sync', directory]);
-  const { stdout } = await execa('btrfs', ['filesystem', 'du', '-s', '--raw', directory]);
-  const line = stdout.trim().split('\n').at(-1) ?? '';
-  const [, exclusive] = line.trim().split(/\s+/);
-  if (exclusive === undefined || !/^\d+$/.test(exclusive)) throw new Error(`unexpected btrfs filesystem du output: ${stdout}`);
-  return Number(exclusive);
 }
 
 /** Drops the page cache (the whole machine's), for cold-cache timings. */

@@ -21,7 +21,7 @@ import { throwIfInterrupted } from '../sys/scope.js';
 
 const DPKG_INFO = 'var/lib/dpkg/info';
 /** Files stat'ed and hashed at a time. */
-const CONCURRENCY = 8;
+const CONCURRENCY = 16;
 
 /** A package as the pass sees it. */
 export interface PassPackage {
@@ -133,6 +133,11 @@ export interface PassRequest {
   dryRun?: boolean;
   /** The bootenv-dedupe program (tests); default: the installed one. */
   helper?: string;
+  /**
+   * Skip pairs already in the same extents (FIEMAP) before hashing: for runs
+   * over BEs deduped before. Not worth it right after dpkg wrote the files.
+   */
+  checkExtents?: boolean;
 }
 
 /**
@@ -178,10 +183,12 @@ export async function shareUnchangedFiles(request: PassRequest): Promise<SkipUnc
   });
   toVerify.sort((a, b) => (a.candidate.path < b.candidate.path ? -1 : 1));
   // Files that already lie in the same extents (deduped before) need neither hashing nor sharing.
-  const extents = await fileExtents(
-    toVerify.flatMap(({ candidate }) => [path.join(request.targetRoot, candidate.path), path.join(request.originRoot, candidate.originPath)]),
-    request.helper,
-  );
+  const extents = request.checkExtents
+    ? await fileExtents(
+        toVerify.flatMap(({ candidate }) => [path.join(request.targetRoot, candidate.path), path.join(request.originRoot, candidate.originPath)]),
+        request.helper,
+      )
+    : [];
   const unshared = toVerify.filter(({ size }, index) => {
     const [target, origin] = [extents[2 * index], extents[2 * index + 1]];
     if (Array.isArray(target) && Array.isArray(origin) && sameExtents(target, origin)) {
@@ -192,7 +199,7 @@ export async function shareUnchangedFiles(request: PassRequest): Promise<SkipUnc
   });
   const toShare: Array<{ candidate: Candidate; size: number }> = [];
   await forEachConcurrently(unshared, CONCURRENCY, async (pair) => {
-    const [targetHash, originHash] = [await xxh64OfFile(path.join(request.targetRoot, pair.candidate.path)), await xxh64OfFile(path.join(request.originRoot, pair.candidate.originPath))];
+    const [targetHash, originHash] = await Promise.all([xxh64OfFile(path.join(request.targetRoot, pair.candidate.path)), xxh64OfFile(path.join(request.originRoot, pair.candidate.originPath))]);
     const expected = pair.candidate.digest.startsWith('xxh64:') ? pair.candidate.digest.slice('xxh64:'.length) : targetHash;
     if (targetHash !== originHash || targetHash !== expected) return count(report.differs, pair.size);
     toShare.push(pair);

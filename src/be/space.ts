@@ -72,6 +72,7 @@ export async function dedupeBootEnvironment(name: string, options: DedupeOptions
       packages: await packagesOfRoots(originRoot, targetRoot),
       inlineLimit: await topInlineLimit(session),
       dryRun: options.dryRun ?? false,
+      checkExtents: true,
     });
     return { name, against: nameOf(session, state, origin), report };
   });
@@ -121,7 +122,7 @@ export async function auditBootEnvironments(names: readonly string[], options: O
       const identical =
         originRoot === undefined
           ? null
-          : (await shareUnchangedFiles({ originRoot, targetRoot: root, packages: await packagesOfRoots(originRoot, root), inlineLimit: limit, dryRun: true })).shared.bytes;
+          : (await shareUnchangedFiles({ originRoot, targetRoot: root, packages: await packagesOfRoots(originRoot, root), inlineLimit: limit, dryRun: true, checkExtents: true })).shared.bytes;
       const quota = quotas?.find((usage) => usage.subvolumeId === subvolume.id);
       audits.push({
         name,
