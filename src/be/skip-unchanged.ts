@@ -16,12 +16,10 @@ import { count, decide, parseMd5sums, planCandidates, tally, type Candidate, typ
 import { BootenvError } from '../errors.js';
 import { sameExtents } from '../dedupe/space.js';
 import { dedupeFiles, fileExtents } from '../sys/dedupe.js';
-import { listDirectory, lstatIfExists, pathExists, readTextIfExists } from '../sys/fs.js';
+import { listDirectory, lstatIfExistsSync, pathExists, readTextIfExists } from '../sys/fs.js';
 import { throwIfInterrupted } from '../sys/scope.js';
 
 const DPKG_INFO = 'var/lib/dpkg/info';
-/** Files stat'ed and hashed at a time. */
-const CONCURRENCY = 16;
 
 /** A package as the pass sees it. */
 export interface PassPackage {
@@ -106,20 +104,9 @@ async function packageSums(originRoot: string, targetRoot: string, passPackage: 
   };
 }
 
-function factsOf(stats: Awaited<ReturnType<typeof lstatIfExists>>): FileFacts {
+function factsOf(stats: ReturnType<typeof lstatIfExistsSync>): FileFacts {
   if (stats === undefined) return { type: 'missing', size: 0, ino: 0, ctimeNs: 0n };
   return { type: stats.isFile() ? 'file' : 'other', size: Number(stats.size), ino: Number(stats.ino), ctimeNs: stats.ctimeNs };
-}
-
-async function forEachConcurrently<T>(items: readonly T[], limit: number, body: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      throwIfInterrupted();
-      await body(items[next++] as T);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }
 
 export interface PassRequest {
@@ -168,19 +155,20 @@ export async function shareUnchangedFiles(request: PassRequest): Promise<SkipUnc
   };
   const toVerify: Array<{ candidate: Candidate; size: number }> = [];
   const seenInodes = new Set<number>();
-  await forEachConcurrently(plan.candidates, CONCURRENCY, async (candidate) => {
-    const target = path.join(request.targetRoot, candidate.path);
-    const origin = path.join(request.originRoot, candidate.originPath);
-    const [targetFacts, originFacts] = [factsOf(await lstatIfExists(target)), factsOf(await lstatIfExists(origin))];
+  for (const candidate of plan.candidates) {
+    throwIfInterrupted();
+    const targetFacts = factsOf(lstatIfExistsSync(path.join(request.targetRoot, candidate.path)));
+    const originFacts = factsOf(lstatIfExistsSync(path.join(request.originRoot, candidate.originPath)));
     const decision = decide(targetFacts, originFacts, request.inlineLimit);
-    if (decision === 'inline') return count(report.inline, targetFacts.size);
-    if (decision === 'already-shared') return count(report.alreadyShared, targetFacts.size);
-    if (decision !== 'verify') return count(report.differs, targetFacts.size);
+    if (decision === 'inline') count(report.inline, targetFacts.size);
+    else if (decision === 'already-shared') count(report.alreadyShared, targetFacts.size);
+    else if (decision !== 'verify') count(report.differs, targetFacts.size);
     // Hard links: one inode, shared once.
-    if (seenInodes.has(targetFacts.ino)) return;
-    seenInodes.add(targetFacts.ino);
-    toVerify.push({ candidate, size: targetFacts.size });
-  });
+    else if (!seenInodes.has(targetFacts.ino)) {
+      seenInodes.add(targetFacts.ino);
+      toVerify.push({ candidate, size: targetFacts.size });
+    }
+  }
   toVerify.sort((a, b) => (a.candidate.path < b.candidate.path ? -1 : 1));
   // Files that already lie in the same extents (deduped before) need neither hashing nor sharing.
   const extents = request.checkExtents
@@ -198,13 +186,14 @@ export async function shareUnchangedFiles(request: PassRequest): Promise<SkipUnc
     return true;
   });
   const toShare: Array<{ candidate: Candidate; size: number }> = [];
-  await forEachConcurrently(unshared, CONCURRENCY, async (pair) => {
-    const [targetHash, originHash] = await Promise.all([xxh64OfFile(path.join(request.targetRoot, pair.candidate.path)), xxh64OfFile(path.join(request.originRoot, pair.candidate.originPath))]);
+  for (const pair of unshared) {
+    throwIfInterrupted();
+    const targetHash = await xxh64OfFile(path.join(request.targetRoot, pair.candidate.path));
+    const originHash = await xxh64OfFile(path.join(request.originRoot, pair.candidate.originPath));
     const expected = pair.candidate.digest.startsWith('xxh64:') ? pair.candidate.digest.slice('xxh64:'.length) : targetHash;
-    if (targetHash !== originHash || targetHash !== expected) return count(report.differs, pair.size);
-    toShare.push(pair);
-  });
-  toShare.sort((a, b) => (a.candidate.path < b.candidate.path ? -1 : 1));
+    if (targetHash !== originHash || targetHash !== expected) count(report.differs, pair.size);
+    else toShare.push(pair);
+  }
   if (report.dryRun) {
     for (const { size } of toShare) count(report.shared, size);
   } else {

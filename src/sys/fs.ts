@@ -4,7 +4,7 @@
  * over the target, fsync the directory) so that a crash leaves the old or the
  * new content and never a torn file, or a single directory operation.
  */
-import { constants, promises as fs, type BigIntStats } from 'node:fs';
+import { constants, lstatSync, promises as fs, type BigIntStats } from 'node:fs';
 import path from 'node:path';
 import { BootenvError } from '../errors.js';
 import { run } from './exec.js';
@@ -209,10 +209,15 @@ export async function restoreFileCopy(saved: SavedFile, file: string): Promise<v
   await syncDirectory(path.dirname(file));
 }
 
-/** lstat with nanosecond times; undefined when the path does not exist (or a parent is not a directory). */
-export async function lstatIfExists(file: string): Promise<BigIntStats | undefined> {
+/**
+ * lstat with nanosecond times; undefined when the path does not exist (or a
+ * parent is not a directory). Synchronous: for thousands of files in a row,
+ * the thread pool's round trips of fs/promises cost more than the calls
+ * (measured in the skip-unchanged pass: 0.69 s against a few ms).
+ */
+export function lstatIfExistsSync(file: string): BigIntStats | undefined {
   try {
-    return await fs.lstat(file, { bigint: true });
+    return lstatSync(file, { bigint: true });
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
