@@ -158,6 +158,11 @@ export async function shareUnchangedFiles(request: PassRequest): Promise<SkipUnc
   for (const candidate of plan.candidates) {
     throwIfInterrupted();
     const targetFacts = factsOf(lstatIfExistsSync(path.join(request.targetRoot, candidate.path)));
+    // A file within the inline limit has nothing to share, whatever the origin holds: no need to stat that.
+    if (targetFacts.type === 'file' && targetFacts.size <= request.inlineLimit) {
+      count(report.inline, targetFacts.size);
+      continue;
+    }
     const originFacts = factsOf(lstatIfExistsSync(path.join(request.originRoot, candidate.originPath)));
     const decision = decide(targetFacts, originFacts, request.inlineLimit);
     if (decision === 'inline') count(report.inline, targetFacts.size);

@@ -213,7 +213,7 @@ export async function restoreFileCopy(saved: SavedFile, file: string): Promise<v
  * lstat with nanosecond times; undefined when the path does not exist (or a
  * parent is not a directory). Synchronous: for thousands of files in a row,
  * the thread pool's round trips of fs/promises cost more than the calls
- * (measured in the skip-unchanged pass: 0.69 s against a few ms).
+ * (measured in the skip-unchanged pass, 2560 calls: 0.69 s, then 0.21 s).
  */
 export function lstatIfExistsSync(file: string): BigIntStats | undefined {
   try {
