@@ -43,8 +43,12 @@ chmodSync('dist/beadm.js', 0o755);
 writeFileSync('dist/package.json', '{ "type": "commonjs" }\n');
 
 const flags = (name, fallback = '') => (process.env[name] ?? fallback).split(/\s+/).filter(Boolean);
-execFileSync(
-  process.env.CC ?? 'cc',
-  [...flags('CPPFLAGS'), ...flags('CFLAGS', '-O2 -Wall -Wextra'), '-o', 'dist/bootenv-dedupe', 'src/native/bootenv-dedupe.c', ...flags('LDFLAGS')],
-  { stdio: 'inherit' },
-);
+// The native helpers: bootenv-dedupe (FIDEDUPERANGE for the skip-unchanged pass), bootenv-one-shot
+// (run by the initramfs to take a one-shot activation).
+for (const name of ['bootenv-dedupe', 'bootenv-one-shot']) {
+  execFileSync(
+    process.env.CC ?? 'cc',
+    [...flags('CPPFLAGS'), ...flags('CFLAGS', '-O2 -Wall -Wextra'), '-o', `dist/${name}`, `src/native/${name}.c`, ...flags('LDFLAGS')],
+    { stdio: 'inherit' },
+  );
+}

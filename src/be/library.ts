@@ -170,10 +170,23 @@ function installedRootPath(session: Session, state: BootenvState): string {
   return path.join(session.top, state.installedRoot);
 }
 
-async function oneShotName(session: Session, state: BootenvState): Promise<string | undefined> {
-  const next = (await readGrubenv(installedRootPath(session, state))).get('next_entry');
+/** The BE named by a bootenv menu entry id held in grubenv variable `key`, if any. */
+async function grubenvEntryName(session: Session, state: BootenvState, key: string): Promise<string | undefined> {
+  const next = (await readGrubenv(installedRootPath(session, state))).get(key);
   return next?.startsWith(ENTRY_ID_PREFIX) ? next.slice(ENTRY_ID_PREFIX.length) : undefined;
 }
+
+async function oneShotName(session: Session, state: BootenvState): Promise<string | undefined> {
+  return grubenvEntryName(session, state, 'next_entry');
+}
+
+/**
+ * grubenv variable of a one-shot taken by the initramfs (bootenv-one-shot, run
+ * from initramfs-tools' local-bottom): next_entry renamed, so that a trial BE
+ * that fails later in its boot is not booted again. The booted system reads
+ * and clears it.
+ */
+const TRIED_ONE_SHOT = 'bootenv_tried';
 
 /** @internal */
 export async function saveState(scope: Scope, session: Session, state: BootenvState): Promise<void> {
@@ -449,6 +462,9 @@ export async function activateBootEnvironment(name: string, options: ActivateOpt
     const subvolume = findBootEnvironment(session, name);
     await requireBootable(session, name, subvolume);
     if (options.temporary) {
+      if ((await grubenvEntryName(session, state, TRIED_ONE_SHOT)) !== undefined) {
+        await setGrubenvVariable(scope, installedRootPath(session, state), TRIED_ONE_SHOT, undefined);
+      }
       await setGrubenvVariable(scope, installedRootPath(session, state), 'next_entry', menuEntryId(name));
     } else {
       const pending = await readPending();
@@ -492,14 +508,20 @@ export async function completeBoot(options: CompleteBootOptions = {}): Promise<B
     const session = await openSession(scope, options);
     const state = requireState(session);
     const oneShot = await oneShotName(session, state);
+    const tried = await grubenvEntryName(session, state, TRIED_ONE_SHOT);
     const booted = bootEnvironmentSubvolumes(session).find(({ subvolume }) => subvolume.path === session.probe.bootedSubvolume);
     let cleared: string | null = null;
     // A BE booted while a one-shot is pending: either the one-shot BE itself (done), or another one
     // because its boot failed and a person chose this one in GRUB's menu. Either way the one-shot is
-    // spent: later boots go back to the default.
+    // spent: later boots go back to the default. Usually the initramfs took it already (tried): this
+    // boot is either that BE's, or a later one's because that BE failed after its initramfs.
     if (oneShot !== undefined && booted !== undefined) {
       await setGrubenvVariable(scope, installedRootPath(session, state), 'next_entry', undefined);
       cleared = oneShot;
+    }
+    if (tried !== undefined && booted !== undefined) {
+      await setGrubenvVariable(scope, installedRootPath(session, state), TRIED_ONE_SHOT, undefined);
+      cleared ??= tried;
     }
     const result: BootCompletion = { cleared, oneShotBooted: cleared === null ? null : cleared === booted?.name, markedGood: null };
     const record = booted === undefined ? undefined : state.environments[booted.subvolume.uuid];

@@ -324,6 +324,31 @@ describe('beadm on an Ubuntu-style layout', () => {
     expect(Object.values(state.environments).map((record) => record.lastGoodBoot?.bootId)).toContain(bootId);
   });
 
+  it('boot-complete reads a one-shot the initramfs took (bootenv_tried): came up, or did not', async () => {
+    const grubenv = async () => (await sandbox.boot('@', ['grub-editenv', '/boot/grub/grubenv', 'list'])).stdout;
+    // What bootenv-one-shot leaves in grubenv: next_entry renamed (one-shot.test.ts runs the real thing).
+    const take = async () => {
+      expect((await sandbox.beadm(firstBE.subvolume, ['activate', '-t', 'b5'])).exitCode).toBe(0);
+      expect(await grubenv()).toContain('next_entry=bootenv-b5');
+      await sandbox.boot('@', ['sh', '-c', 'grub-editenv /boot/grub/grubenv unset next_entry && grub-editenv /boot/grub/grubenv set bootenv_tried=bootenv-b5']);
+    };
+    await take();
+    const cameUp = await sandbox.beadm('@bootenv/b5', ['boot-complete', '--json']);
+    expect(JSON.parse(cameUp.stdout)).toEqual({ cleared: 'b5', oneShotBooted: true, markedGood: null });
+    expect(await grubenv()).not.toMatch(/next_entry|bootenv_tried/);
+
+    await take();
+    const failed = await sandbox.beadm(firstBE.subvolume, ['boot-complete']);
+    expect(failed.stdout).toBe('The one-shot boot environment b5 did not come up; cleared its activation.');
+    expect(await grubenv()).not.toMatch(/next_entry|bootenv_tried/);
+
+    // A new activate -t drops a record of an earlier one that nothing cleared.
+    await take();
+    expect((await sandbox.beadm(firstBE.subvolume, ['activate', '-t', 'b5'])).exitCode).toBe(0);
+    expect((await grubenv()).split('\n').filter((line) => /next_entry|bootenv_tried/.test(line))).toEqual(['next_entry=bootenv-b5']);
+    expect((await sandbox.beadm(firstBE.subvolume, ['boot-complete'])).exitCode).toBe(0);
+  });
+
   it.each([
     { missing: 'a kernel', remove: 'rm -f "$1"/boot/vmlinuz-*', temporary: false },
     { missing: 'an initramfs', remove: 'rm -f "$1"/boot/initrd.img-*', temporary: false },

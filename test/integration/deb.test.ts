@@ -51,12 +51,15 @@ describe.each([
   });
 
   it('apt-get install ./bootenv.deb works without making a BE; man beadm works', async () => {
-    const result = await sandbox.boot('@', ['bash', '-c', `${APT_ENV} apt-get install -y /root/bootenv.deb; echo "rc=$?"; man -P cat beadm | head -5; apt-config dump | grep '^Dir::Bin::dpkg'`]);
+    const result = await sandbox.boot('@', ['bash', '-c', `${APT_ENV} apt-get install -y /root/bootenv.deb; echo "rc=$?"; man -P cat beadm | head -5; apt-config dump | grep '^Dir::Bin::dpkg'; lsinitramfs /boot/initrd.img-* | grep bootenv`]);
     expect(result.stdout).toContain('rc=0');
     expect(result.stdout).toContain("bootenv: run 'beadm init' to start using boot environments");
     expect(result.stdout).toMatch(/beadm - manage boot environments on btrfs/);
     expect(result.stdout).toContain('Dir::Bin::dpkg "/usr/lib/bootenv/dpkg";');
     expect(result.stdout).not.toContain("apt's changes are in boot environment");
+    // Its trigger rebuilt the initramfs with what takes a one-shot activation (beadm activate -t).
+    expect(result.stdout).toContain('usr/lib/bootenv/bootenv-one-shot');
+    expect(result.stdout).toContain('scripts/local-bottom/bootenv');
     expect(await bootEnvironments(sandbox)).toEqual([]);
   });
 
