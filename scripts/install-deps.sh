@@ -8,6 +8,7 @@
 set -euo pipefail
 packages=(btrfs-progs debootstrap grub-common grub2-common zstd util-linux e2fsprogs xz-utils ca-certificates
   build-essential debhelper dpkg-dev fakeroot lintian
+  libcap2-bin
   qemu-system-x86 fdisk grub-pc-bin)
 missing=()
 for package in "${packages[@]}"; do
