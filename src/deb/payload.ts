@@ -5,7 +5,7 @@
  * and conffiles from control.tar. Also xxh64 of files on disk, the same hash,
  * for checking two files before asking the kernel to share their extents.
  */
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, constants, openSync, readSync } from 'node:fs';
 import xxhash, { type XXHashAPI } from 'xxhash-wasm';
 import { readDeb } from './reader.js';
 
@@ -26,13 +26,24 @@ export async function xxh64OfStream(chunks: AsyncIterable<Buffer>): Promise<stri
 
 const READ_BUFFER = Buffer.allocUnsafe(1024 * 1024);
 
+/** Opens for reading without updating the file's atime (an inode change a snapshot would own alone); EPERM when not owner nor root: then as usual. */
+function openWithoutAtime(file: string): number {
+  try {
+    return openSync(file, constants.O_RDONLY | constants.O_NOATIME);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EPERM') throw error;
+    return openSync(file, constants.O_RDONLY);
+  }
+}
+
 /**
- * xxh64 of a file's content (read-only). Reads synchronously through one
- * buffer: for many small files, streams cost far more than the reading.
+ * xxh64 of a file's content. Reads only, leaving even the atime alone;
+ * synchronously through one buffer: for many small files, streams cost far
+ * more than the reading.
  */
 export async function xxh64OfFile(file: string): Promise<string> {
   const hash = (await hasher()).create64();
-  const descriptor = openSync(file, 'r');
+  const descriptor = openWithoutAtime(file);
   try {
     for (let read = readSync(descriptor, READ_BUFFER); read > 0; read = readSync(descriptor, READ_BUFFER)) hash.update(READ_BUFFER.subarray(0, read));
   } finally {
