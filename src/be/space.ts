@@ -1,22 +1,24 @@
 /**
  * Space of boot environments: `beadm dedupe` (the skip-unchanged pass on
  * demand, between any two BEs, for BEs made before bootenv or by other tools)
- * and `beadm audit` (per BE: data referenced, exclusive, shared with its
+ * and `beadm audit` (per BE: bytes referenced, exclusive, shared with its
  * origin, identical to its origin's but unshared, and what destroying it
- * would free). Audit numbers come from the files' extents (FIEMAP) and need
- * no quotas; with quotas on, the quota groups' numbers are given beside them.
+ * would free). Audit numbers come from every subvolume's tree as last
+ * committed, read from the devices (btrfs/dump-tree.ts), counted as quota
+ * groups count (dedupe/space.ts): they need no quotas; with quotas on, the
+ * quota groups' numbers are given beside them and checked against them.
  */
 import path from 'node:path';
-import { qgroupUsage } from '../btrfs/commands.js';
+import { filesystemGeometry, flushDeviceCache, qgroupUsage, subvolumeTreeIds, subvolumeTreeReferences, syncFilesystem } from '../btrfs/commands.js';
+import type { TreeReferences } from '../btrfs/dump-tree.js';
 import { mountAt, parseMountInfo } from '../btrfs/mountinfo.js';
 import type { Subvolume } from '../btrfs/parse.js';
 import { inlineLimit } from '../dedupe/plan.js';
-import { measureDataSpace, type Extent } from '../dedupe/space.js';
+import { countReferences, measureSubvolumeSpace, QUOTA_TOLERANCE, relativeDifference } from '../dedupe/space.js';
 import { BootenvError } from '../errors.js';
-import { fileExtents } from '../sys/dedupe.js';
-import { readText, regularFilesBelow } from '../sys/fs.js';
+import { readText } from '../sys/fs.js';
 import { withScope } from '../sys/scope.js';
-import { bootEnvironmentSubvolumes, findBootEnvironment, openSession, requireState, type Options, type Session } from './library.js';
+import { bootEnvironmentSubvolumes, findBootEnvironment, notify, openSession, requireState, type Options, type Session } from './library.js';
 import { packagesOfRoots, shareUnchangedFiles, type SkipUnchangedReport } from './skip-unchanged.js';
 import { assertValidName } from './names.js';
 import type { BootenvState } from './state.js';
@@ -83,57 +85,126 @@ export interface SpaceAudit {
   subvolume: string;
   /** The BE it was made from, "(installed root)", or null when gone. */
   origin: string | null;
-  /** Data bytes the BE's files lie in, each byte once. */
+  /** Data and metadata the BE refers to, each extent and tree block once (quota group "referenced"). */
   referencedBytes: number;
-  /** Of those, bytes no other file references. */
+  /** Of those, what no other subvolume refers to (quota group "exclusive"). */
   exclusiveBytes: number;
-  /** Of those, bytes its origin's files lie in too; null without origin. */
+  /** The tree blocks' part of referencedBytes. */
+  metadataReferencedBytes: number;
+  /** The tree blocks' part of exclusiveBytes. */
+  metadataExclusiveBytes: number;
+  /** Of referencedBytes, what its origin refers to as well; null without origin. */
   sharedWithOriginBytes: number | null;
   /** Bytes of dpkg-installed files identical to the origin's that do not share its extents (beadm dedupe would); null without origin. */
   identicalUnsharedBytes: number | null;
-  /** What destroying the BE would free: the quota group's exclusive bytes with quotas on, else exclusiveBytes (data only). */
+  /** What destroying the BE would free: exclusiveBytes. */
   freedByDestroyBytes: number;
-  /** From quota groups (data and metadata) when quotas are on. */
-  quota: { referencedBytes: number; exclusiveBytes: number } | null;
+  /** The quota groups' numbers when quotas are on; `agrees`: both within 1 % of the counted ones. */
+  quota: { referencedBytes: number; exclusiveBytes: number; agrees: boolean } | null;
 }
 
-async function extentsOfTree(root: string): Promise<Extent[][]> {
-  return (await fileExtents(await regularFilesBelow(root))).filter((entry): entry is Extent[] => Array.isArray(entry));
+/** How far an audit has got, for a progress bar: `done` of `total` steps, the current one named. */
+export interface AuditProgress {
+  done: number;
+  total: number;
+  step: string;
+}
+
+export interface AuditOptions extends Options {
+  onProgress?: (progress: AuditProgress) => void;
 }
 
 /**
- * Audits the named BEs (all when `names` is empty). Reads only; mounts the
- * top level privately. Needs root. Throws NOT_FOUND, INVALID_NAME.
+ * Every subvolume tree's references as last committed: commits the
+ * filesystem, drops the devices' page cache (so that the device shows what
+ * btrfs wrote), then reads each tree with dump-tree. A tree rewritten by a
+ * commit while it was read gives an error; the whole read is tried once more.
  */
-export async function auditBootEnvironments(names: readonly string[], options: Options = {}): Promise<SpaceAudit[]> {
+async function readSubvolumeTrees(session: Session, devices: readonly string[], progress: (done: number, total: number, step: string) => void): Promise<Map<number, TreeReferences>> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      await syncFilesystem(session.top);
+      for (const device of devices) await flushDeviceCache(device);
+      const ids = await subvolumeTreeIds(session.probe.device);
+      const trees = new Map<number, TreeReferences>();
+      for (const id of ids) {
+        progress(trees.size, ids.length, `tree of subvolume ${id}`);
+        trees.set(id, await subvolumeTreeReferences(session.probe.device, id));
+      }
+      return trees;
+    } catch (error) {
+      if (attempt > 1 || !(error instanceof BootenvError) || (error.code !== 'COMMAND_FAILED' && error.code !== 'PARSE')) throw error;
+    }
+  }
+}
+
+/**
+ * Audits the named BEs (all when `names` is empty). Reads only (commits the
+ * filesystem and drops its devices' page cache first); mounts the top level
+ * privately. Needs root. Notes (notify) each BE whose quota groups disagree
+ * with the counted numbers by more than 1 %. Throws NOT_FOUND, INVALID_NAME,
+ * COMMAND_FAILED or PARSE when a tree cannot be read.
+ */
+export async function auditBootEnvironments(names: readonly string[], options: AuditOptions = {}): Promise<SpaceAudit[]> {
   for (const name of names) assertValidName(name);
   return withScope(async (scope) => {
     const session = await openSession(scope, options, 'allow');
     const state = requireState(session);
     const targets = names.length > 0 ? names.map((name) => ({ name, subvolume: findBootEnvironment(session, name) })) : bootEnvironmentSubvolumes(session);
+    const geometry = await filesystemGeometry(session.top);
+    const passes = targets.filter(({ subvolume }) => originOf(session, state, subvolume) !== undefined).length;
+    let treeCount = 0;
+    const trees = await readSubvolumeTrees(session, geometry.devices, (done, total, step) => {
+      treeCount = total;
+      options.onProgress?.({ done, total: total + passes, step });
+    });
     const quotas = await qgroupUsage(session.top);
     const limit = await topInlineLimit(session);
+    const counts = countReferences(trees.values());
+    const treeOf = (subvolume: Subvolume): TreeReferences => {
+      const tree = trees.get(subvolume.id);
+      if (tree === undefined) throw new BootenvError('INTERNAL', `dump-tree listed no tree for subvolume ${subvolume.id} (${subvolume.path})`);
+      return tree;
+    };
     const audits: SpaceAudit[] = [];
+    let passesDone = 0;
     for (const { name, subvolume } of targets) {
       const root = path.join(session.top, subvolume.path);
       const origin = originOf(session, state, subvolume);
-      const originRoot = origin === undefined ? undefined : path.join(session.top, origin.path);
-      const space = measureDataSpace(await extentsOfTree(root), originRoot === undefined ? null : await extentsOfTree(originRoot));
-      const identical =
-        originRoot === undefined
+      const space = measureSubvolumeSpace(treeOf(subvolume), counts, geometry.nodeSize, origin === undefined ? null : treeOf(origin));
+      let identical: number | null = null;
+      if (origin !== undefined) {
+        options.onProgress?.({ done: treeCount + passesDone, total: treeCount + passes, step: `identical files of ${name}` });
+        const originRoot = path.join(session.top, origin.path);
+        identical = (await shareUnchangedFiles({ originRoot, targetRoot: root, packages: await packagesOfRoots(originRoot, root), inlineLimit: limit, dryRun: true, checkExtents: true })).shared.bytes;
+        passesDone += 1;
+      }
+      const usage = quotas?.find((candidate) => candidate.subvolumeId === subvolume.id);
+      const quota =
+        usage === undefined
           ? null
-          : (await shareUnchangedFiles({ originRoot, targetRoot: root, packages: await packagesOfRoots(originRoot, root), inlineLimit: limit, dryRun: true, checkExtents: true })).shared.bytes;
-      const quota = quotas?.find((usage) => usage.subvolumeId === subvolume.id);
+          : {
+              referencedBytes: usage.referencedBytes,
+              exclusiveBytes: usage.exclusiveBytes,
+              agrees: relativeDifference(space.referencedBytes, usage.referencedBytes) <= QUOTA_TOLERANCE && relativeDifference(space.exclusiveBytes, usage.exclusiveBytes) <= QUOTA_TOLERANCE,
+            };
+      if (quota !== null && !quota.agrees) {
+        notify(
+          `${name}: the quota groups say referenced ${quota.referencedBytes} and exclusive ${quota.exclusiveBytes} bytes, its tree ${space.referencedBytes} and ${space.exclusiveBytes}; ` +
+            'quota groups are out of date after some operations: run btrfs quota rescan -w and audit again',
+        );
+      }
       audits.push({
         name,
         subvolume: subvolume.path,
         origin: origin === undefined ? null : nameOf(session, state, origin),
         ...space,
         identicalUnsharedBytes: identical,
-        freedByDestroyBytes: quota?.exclusiveBytes ?? space.exclusiveBytes,
-        quota: quota === undefined ? null : { referencedBytes: quota.referencedBytes, exclusiveBytes: quota.exclusiveBytes },
+        freedByDestroyBytes: space.exclusiveBytes,
+        quota,
       });
     }
+    options.onProgress?.({ done: treeCount + passes, total: treeCount + passes, step: 'done' });
     return audits;
   });
 }

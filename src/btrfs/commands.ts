@@ -3,8 +3,10 @@
  * function says what it changes on disk; all need root.
  */
 import { BootenvError } from '../errors.js';
-import { run } from '../sys/exec.js';
+import { run, runLines } from '../sys/exec.js';
+import { listDirectory, readText } from '../sys/fs.js';
 import { throwIfInterrupted } from '../sys/scope.js';
+import { parseSubvolumeTreeIds, TreeDumpParser, type TreeReferences } from './dump-tree.js';
 import { parseFilesystemUuid, parseQgroupShow, parseSubvolumeList, type QgroupUsage, type Subvolume } from './parse.js';
 
 /** Every subvolume of the filesystem mounted at `topLevel` (read-only). */
@@ -38,4 +40,55 @@ export async function qgroupUsage(topLevel: string): Promise<QgroupUsage[] | nul
 export async function filesystemUuid(path: string): Promise<string> {
   const { stdout } = await run(['btrfs', 'filesystem', 'show', path]);
   return parseFilesystemUuid(stdout);
+}
+
+export interface FilesystemGeometry {
+  /** Bytes of one tree block. */
+  nodeSize: number;
+  /** The block devices the filesystem lies on (/dev/NAME). */
+  devices: string[];
+}
+
+/** Node size and devices of the btrfs mounted at `path`, from /sys/fs/btrfs/UUID (read-only). */
+export async function filesystemGeometry(path: string): Promise<FilesystemGeometry> {
+  const sysfs = `/sys/fs/btrfs/${await filesystemUuid(path)}`;
+  const nodeSize = (await readText(`${sysfs}/nodesize`)).trim();
+  if (!/^\d+$/.test(nodeSize)) throw new BootenvError('PARSE', `unexpected ${sysfs}/nodesize: ${JSON.stringify(nodeSize)}`);
+  const devices = (await listDirectory(`${sysfs}/devices`)).sort().map((name) => `/dev/${name}`);
+  if (devices.length === 0) throw new BootenvError('PARSE', `${sysfs}/devices lists no device`);
+  return { nodeSize: Number(nodeSize), devices };
+}
+
+/** Commits the filesystem mounted at `path` (`btrfs filesystem sync`), so that its devices hold the current trees. */
+export async function syncFilesystem(path: string): Promise<void> {
+  await run(['btrfs', 'filesystem', 'sync', path]);
+}
+
+/**
+ * Drops the page cache of block device `device` (`blockdev --flushbufs`,
+ * BLKFLSBUF), so that reading it shows what btrfs wrote since it was last
+ * read through the cache. Changes no data; needs root.
+ */
+export async function flushDeviceCache(device: string): Promise<void> {
+  await run(['blockdev', '--flushbufs', device]);
+}
+
+/** The ids of every subvolume tree of the btrfs on `device`, read from the device (read-only; needs root). */
+export async function subvolumeTreeIds(device: string): Promise<number[]> {
+  const { stdout } = await run(['btrfs', 'inspect-internal', 'dump-tree', '-r', device]);
+  return parseSubvolumeTreeIds(stdout);
+}
+
+/**
+ * The tree blocks and data extents subvolume tree `treeId` refers to, read
+ * from `device` as last committed (sync first). Read-only; needs root.
+ * Throws COMMAND_FAILED when dump-tree fails or complains on stderr (a block
+ * unreadable or rewritten while read), PARSE as TreeDumpParser.
+ */
+export async function subvolumeTreeReferences(device: string, treeId: number): Promise<TreeReferences> {
+  const parser = new TreeDumpParser();
+  const argv = ['btrfs', 'inspect-internal', 'dump-tree', '--hide-names', '-t', String(treeId), device];
+  const { stderr } = await runLines(argv, (line) => parser.line(line));
+  if (stderr.trim() !== '') throw new BootenvError('COMMAND_FAILED', `${argv.join(' ')}: ${stderr.trim()}`);
+  return parser.finish();
 }

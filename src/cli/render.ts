@@ -93,10 +93,13 @@ export function renderSkipUnchanged(report: SkipUnchangedReport | { error: strin
 
 export const AUDIT_COLUMNS = ['BE', 'Origin', 'Referenced', 'Exclusive', 'Shared-origin', 'Identical-unshared', 'Freed-by-destroy'] as const;
 
-/** `beadm audit`: aligned columns; quota groups' numbers in two more columns when quotas are on. */
+/**
+ * `beadm audit`: aligned columns; with quotas on, the quota groups' numbers in
+ * two more columns and whether they agree with the counted ones (within 1 %).
+ */
 export function renderAudit(audits: readonly SpaceAudit[]): string {
   const quotas = audits.some((audit) => audit.quota !== null);
-  const header = [...AUDIT_COLUMNS, ...(quotas ? ['Quota-referenced', 'Quota-exclusive'] : [])];
+  const header = [...AUDIT_COLUMNS, ...(quotas ? ['Quota-referenced', 'Quota-exclusive', 'Quota-agrees'] : [])];
   const rows = audits.map((audit) => [
     audit.name,
     audit.origin ?? '-',
@@ -105,7 +108,9 @@ export function renderAudit(audits: readonly SpaceAudit[]): string {
     formatBytes(audit.sharedWithOriginBytes),
     formatBytes(audit.identicalUnsharedBytes),
     formatBytes(audit.freedByDestroyBytes),
-    ...(quotas ? [formatBytes(audit.quota?.referencedBytes ?? null), formatBytes(audit.quota?.exclusiveBytes ?? null)] : []),
+    ...(quotas
+      ? [formatBytes(audit.quota?.referencedBytes ?? null), formatBytes(audit.quota?.exclusiveBytes ?? null), audit.quota === null ? '-' : audit.quota.agrees ? 'yes' : 'NO']
+      : []),
   ]);
   const all = [header, ...rows];
   const widths = header.map((_, column) => Math.max(...all.map((row) => (row[column] ?? '').length)));

@@ -1,15 +1,15 @@
 /**
- * Space accounting from file extents, pure: given the FIEMAP extents of the
- * files of a BE (and of its origin), how many data bytes the BE references,
- * how many no other file references (exclusive), and how many it shares with
- * its origin. Each physical byte counts once, however many files or offsets
- * refer to it (as btrfs quota groups count). Inline files live in metadata
- * and are not counted; compressed extents count by their uncompressed length.
+ * Space accounting, pure. Per subvolume, from what its tree refers to (its
+ * tree blocks and data extents, read by `btrfs inspect-internal dump-tree`):
+ * referenced bytes, exclusive bytes (referred to by no other subvolume) and
+ * bytes shared with its origin, counted the way btrfs quota groups count them
+ * — each tree block one node size, each data extent its whole size on disk,
+ * each once however many files or offsets use it — so that, quotas on or off,
+ * the numbers are the quota groups' own. Also: whether two files' FIEMAP
+ * extents lie in the very same places (already shared).
  */
-
-/** FIEMAP_EXTENT_DATA_INLINE and FIEMAP_EXTENT_SHARED from linux/fiemap.h. */
+/** FIEMAP_EXTENT_DATA_INLINE from linux/fiemap.h. */
 const FIEMAP_EXTENT_DATA_INLINE = 0x200;
-const FIEMAP_EXTENT_SHARED = 0x2000;
 
 export interface Extent {
   physical: number;
@@ -30,44 +30,76 @@ export function mergeRanges(extents: Iterable<Extent>): Array<[number, number]> 
   return merged;
 }
 
-export function rangesLength(ranges: ReadonlyArray<[number, number]>): number {
-  return ranges.reduce((sum, [start, end]) => sum + (end - start), 0);
+/** What one subvolume's tree refers to (see btrfs/dump-tree.ts). */
+export interface SubvolumeReferences {
+  /** Logical addresses of its tree blocks. */
+  blocks: ReadonlySet<number>;
+  /** Its data extents: logical address → bytes on disk. */
+  dataExtents: ReadonlyMap<number, number>;
 }
 
-/** Bytes covered by both sorted, disjoint range lists. */
-export function intersectionLength(a: ReadonlyArray<[number, number]>, b: ReadonlyArray<[number, number]>): number {
-  let total = 0;
-  let i = 0;
-  let j = 0;
-  while (i < a.length && j < b.length) {
-    const [aStart, aEnd] = a[i] as [number, number];
-    const [bStart, bEnd] = b[j] as [number, number];
-    total += Math.max(0, Math.min(aEnd, bEnd) - Math.max(aStart, bStart));
-    if (aEnd < bEnd) i += 1;
-    else j += 1;
+/** How many subvolumes refer to each tree block and data extent (by logical address). */
+export function countReferences(subvolumes: Iterable<SubvolumeReferences>): Map<number, number> {
+  const counts = new Map<number, number>();
+  for (const { blocks, dataExtents } of subvolumes) {
+    for (const block of blocks) counts.set(block, (counts.get(block) ?? 0) + 1);
+    for (const extent of dataExtents.keys()) counts.set(extent, (counts.get(extent) ?? 0) + 1);
   }
-  return total;
+  return counts;
 }
 
-export interface DataSpace {
+export interface SubvolumeSpace {
+  /** Data and metadata the subvolume refers to (quota group "referenced"). */
   referencedBytes: number;
+  /** Of those, what no other subvolume refers to: what deleting it frees (quota group "exclusive"). */
   exclusiveBytes: number;
+  /** The tree blocks' part of referencedBytes. */
+  metadataReferencedBytes: number;
+  /** The tree blocks' part of exclusiveBytes. */
+  metadataExclusiveBytes: number;
+  /** Of referencedBytes, what the origin refers to as well; null without origin. */
   sharedWithOriginBytes: number | null;
 }
 
 /**
- * The data space of a BE from its files' extents (one list per inode), and
- * what it shares with its origin's (null when there is no origin).
+ * The space of `subvolume`, given how many subvolumes of the filesystem refer
+ * to each thing (`counts`, from countReferences over all of them, this one
+ * included), the filesystem's node size, and its origin's references (null
+ * when it has none).
  */
-export function measureDataSpace(files: ReadonlyArray<readonly Extent[]>, originFiles: ReadonlyArray<readonly Extent[]> | null): DataSpace {
-  const all = files.flat();
-  const referenced = mergeRanges(all);
-  const exclusive = mergeRanges(all.filter((extent) => (extent.flags & FIEMAP_EXTENT_SHARED) === 0));
+export function measureSubvolumeSpace(subvolume: SubvolumeReferences, counts: ReadonlyMap<number, number>, nodeSize: number, origin: SubvolumeReferences | null): SubvolumeSpace {
+  const exclusive = (address: number) => (counts.get(address) ?? 0) <= 1;
+  let metadataExclusive = 0;
+  let metadataShared = 0;
+  for (const block of subvolume.blocks) {
+    if (exclusive(block)) metadataExclusive += nodeSize;
+    if (origin?.blocks.has(block)) metadataShared += nodeSize;
+  }
+  let data = 0;
+  let dataExclusive = 0;
+  let dataShared = 0;
+  for (const [extent, bytes] of subvolume.dataExtents) {
+    data += bytes;
+    if (exclusive(extent)) dataExclusive += bytes;
+    if (origin?.dataExtents.has(extent)) dataShared += bytes;
+  }
+  const metadata = subvolume.blocks.size * nodeSize;
   return {
-    referencedBytes: rangesLength(referenced),
-    exclusiveBytes: rangesLength(exclusive),
-    sharedWithOriginBytes: originFiles === null ? null : intersectionLength(referenced, mergeRanges(originFiles.flat())),
+    referencedBytes: metadata + data,
+    exclusiveBytes: metadataExclusive + dataExclusive,
+    metadataReferencedBytes: metadata,
+    metadataExclusiveBytes: metadataExclusive,
+    sharedWithOriginBytes: origin === null ? null : metadataShared + dataShared,
   };
+}
+
+/** Largest relative difference between bytes counted and quota groups' figures, beyond which the audit says they disagree. */
+export const QUOTA_TOLERANCE = 0.01;
+
+/** |counted − quota| ÷ quota (0 when both are 0). */
+export function relativeDifference(counted: number, quota: number): number {
+  if (quota === 0) return counted === 0 ? 0 : Infinity;
+  return Math.abs(counted - quota) / quota;
 }
 
 /** Whether two files' data lie in the very same physical places (they share all their extents). */

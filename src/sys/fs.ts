@@ -225,32 +225,6 @@ export function lstatIfExistsSync(file: string): BigIntStats | undefined {
   }
 }
 
-/**
- * The regular files below `root`, one path per inode (hard links once), not
- * following symlinks and not entering other filesystems or nested btrfs
- * subvolumes. Reads only.
- */
-export async function regularFilesBelow(root: string): Promise<string[]> {
-  const rootDevice = (await fs.lstat(root, { bigint: true })).dev;
-  const seen = new Set<bigint>();
-  const files: string[] = [];
-  const visit = async (directory: string): Promise<void> => {
-    for (const entry of await fs.readdir(directory, { withFileTypes: true })) {
-      const full = path.join(directory, entry.name);
-      if (entry.isDirectory()) {
-        if ((await fs.lstat(full, { bigint: true })).dev === rootDevice) await visit(full);
-      } else if (entry.isFile()) {
-        const { ino } = await fs.lstat(full, { bigint: true });
-        if (seen.has(ino)) continue;
-        seen.add(ino);
-        files.push(full);
-      }
-    }
-  };
-  await visit(root);
-  return files;
-}
-
 /** Size of a file in bytes; 0 when it does not exist. */
 export async function fileSize(file: string): Promise<number> {
   try {
