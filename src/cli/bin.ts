@@ -19,7 +19,14 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
   });
 }
 
-void runCli(process.argv.slice(2)).then((output) => {
+const terminal = {
+  isTTY: process.stderr.isTTY === true,
+  // A terminal that reports no size (0 columns, as a pty nobody sized) gets the usual 80.
+  columns: process.stderr.columns || 80,
+  write: (text: string) => process.stderr.write(text),
+};
+
+void runCli(process.argv.slice(2), terminal).then((output) => {
   process.stdout.write(output.stdout);
   process.stderr.write(output.stderr);
   process.exitCode = output.exitStatus;

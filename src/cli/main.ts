@@ -24,10 +24,17 @@ import {
 } from '../be/library.js';
 import { enterTransaction, finishTransaction, prepareTransaction, recordDpkgFailure, type TransactionOutcome } from '../be/transaction.js';
 import { BootenvError, EXIT_CODES, asBootenvError } from '../errors.js';
-import { auditBootEnvironments, dedupeBootEnvironment } from '../be/space.js';
-import { renderAudit, renderError, renderErrorJson, renderJson, renderList, renderListScripted, renderSkipUnchanged } from './render.js';
+import { auditBootEnvironments, dedupeBootEnvironment, type AuditProgress } from '../be/space.js';
+import { clearProgress, renderAudit, renderError, renderErrorJson, renderJson, renderList, renderListScripted, renderProgress, renderSkipUnchanged } from './render.js';
 
 declare const BOOTENV_VERSION: string;
+
+/** Where a progress bar may be drawn while a long command runs: standard error, when it is a terminal. */
+export interface ProgressTerminal {
+  isTTY: boolean;
+  columns: number;
+  write(text: string): void;
+}
 
 export interface CliOutput {
   stdout: string;
@@ -80,7 +87,7 @@ function environmentReply(environment: BootEnvironment, sentence: string): Reply
   return { data: environment, text: `${sentence}\n` };
 }
 
-function buildProgram(setReply: (reply: Reply) => void, setScripted: (value: boolean) => void): Command {
+function buildProgram(setReply: (reply: Reply) => void, setScripted: (value: boolean) => void, terminal: ProgressTerminal | undefined): Command {
   const program = new Command('beadm')
     .description('Manage boot environments (writable btrfs snapshots of the root filesystem) on Debian and Ubuntu.')
     .version(typeof BOOTENV_VERSION === 'string' ? BOOTENV_VERSION : 'development')
@@ -215,8 +222,24 @@ function buildProgram(setReply: (reply: Reply) => void, setScripted: (value: boo
     .description('space per BE: referenced, exclusive, shared with its origin, identical but unshared, freed by destroy')
     .argument('[names...]', 'BEs to audit (default: all)')
     .action(async (names: string[]) => {
-      const audits = await auditBootEnvironments(names, options);
-      setReply({ data: audits, text: renderAudit(audits) });
+      const bar = terminal?.isTTY === true ? terminal : undefined;
+      let drawn = false;
+      try {
+        const audits = await auditBootEnvironments(names, {
+          ...options,
+          ...(bar === undefined
+            ? {}
+            : {
+                onProgress: (progress: AuditProgress) => {
+                  bar.write(renderProgress(progress, bar.columns));
+                  drawn = true;
+                },
+              }),
+        });
+        setReply({ data: audits, text: renderAudit(audits) });
+      } finally {
+        if (bar !== undefined && drawn) bar.write(clearProgress(bar.columns));
+      }
     });
 
   program
@@ -260,8 +283,12 @@ function buildProgram(setReply: (reply: Reply) => void, setScripted: (value: boo
   return program;
 }
 
-/** Runs beadm with `argv` (without node and script) and returns what to print and the exit status. */
-export async function runCli(argv: readonly string[]): Promise<CliOutput> {
+/**
+ * Runs beadm with `argv` (without node and script) and returns what to print
+ * and the exit status. Long scans (audit) draw a progress bar on `terminal`
+ * while they run, when it is a TTY and --json is not given, and erase it.
+ */
+export async function runCli(argv: readonly string[], terminal?: ProgressTerminal): Promise<CliOutput> {
   let reply: Reply | undefined;
   let scripted = false;
   let help = '';
@@ -272,6 +299,7 @@ export async function runCli(argv: readonly string[]): Promise<CliOutput> {
     (value) => {
       scripted = value;
     },
+    argv.includes('--json') ? undefined : terminal,
   );
   program.configureOutput({ writeOut: (text) => (help += text), writeErr: (text) => (help += text) });
   for (const command of program.commands) {

@@ -116,3 +116,23 @@ export function renderAudit(audits: readonly SpaceAudit[]): string {
   const widths = header.map((_, column) => Math.max(...all.map((row) => (row[column] ?? '').length)));
   return all.map((row) => row.map((cell, column) => cell.padEnd(widths[column] ?? 0)).join('  ').trimEnd()).join('\n').concat('\n');
 }
+
+/**
+ * One frame of a progress bar for a terminal of `columns` columns: carriage
+ * return, a bar, the steps done of all and the current step, cut or padded
+ * to fill the line but its last column (so that the terminal never wraps).
+ * `clearProgress` gives the text that erases it.
+ */
+export function renderProgress(progress: { done: number; total: number; step: string }, columns: number): string {
+  const total = Math.max(progress.total, 1);
+  const done = Math.min(Math.max(progress.done, 0), total);
+  const barWidth = 20;
+  const filled = Math.round((done / total) * barWidth);
+  const text = `[${'#'.repeat(filled)}${'.'.repeat(barWidth - filled)}] ${done}/${total} ${progress.step}`;
+  const width = Math.max(columns - 1, 1);
+  return `\r${text.length > width ? text.slice(0, width) : text.padEnd(width)}`;
+}
+
+export function clearProgress(columns: number): string {
+  return `\r${' '.repeat(Math.max(columns - 1, 1))}\r`;
+}

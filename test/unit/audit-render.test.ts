@@ -1,8 +1,8 @@
 // Unit tests for beadm audit's output (src/cli/render.ts): the table, with the quota groups' columns
-// when quotas are on.
+// when quotas are on, and the progress bar it draws on a terminal.
 import { describe, expect, it } from 'vitest';
 import type { SpaceAudit } from '../../src/be/space.js';
-import { renderAudit } from '../../src/cli/render.js';
+import { clearProgress, renderAudit, renderProgress } from '../../src/cli/render.js';
 
 const AUDIT: SpaceAudit = {
   name: 'upgraded',
@@ -38,5 +38,28 @@ describe('renderAudit', () => {
     expect(text.split('\n')[0]).toMatch(/Freed-by-destroy  Quota-referenced  Quota-exclusive  Quota-agrees$/);
     expect(text.split('\n')[1]).toMatch(/721M +7\.4M +yes$/);
     expect(text.split('\n')[2]).toMatch(/721M +16K +NO$/);
+  });
+});
+
+describe('renderProgress', () => {
+  it.each([
+    [{ done: 0, total: 4, step: 'tree of subvolume 5' }, 60, '\r[....................] 0/4 tree of subvolume 5'.padEnd(60)],
+    [{ done: 2, total: 4, step: 'tree of subvolume 257' }, 60, '\r[##########..........] 2/4 tree of subvolume 257'.padEnd(60)],
+    [{ done: 4, total: 4, step: 'done' }, 40, '\r[####################] 4/4 done'.padEnd(40)],
+    // Out of range counts are clamped; a zero total draws an empty bar.
+    [{ done: 9, total: 3, step: 'x' }, 40, '\r[####################] 3/3 x'.padEnd(40)],
+    [{ done: 0, total: 0, step: 'x' }, 40, '\r[....................] 0/1 x'.padEnd(40)],
+  ])('%j on %d columns', (progress, columns, expected) => {
+    expect(renderProgress(progress, columns)).toBe(expected);
+  });
+
+  it('never fills the last column, so the terminal does not wrap', () => {
+    const frame = renderProgress({ done: 1, total: 3, step: 'identical files of a-very-long-boot-environment-name' }, 30);
+    expect(frame).toBe('\r[#######.............] 1/3 id');
+    expect(frame.length - 1).toBe(29);
+  });
+
+  it('is erased by spaces over the same width', () => {
+    expect(clearProgress(10)).toBe(`\r${' '.repeat(9)}\r`);
   });
 });
