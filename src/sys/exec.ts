@@ -32,6 +32,37 @@ export interface RunOptions {
   anyExitCode?: boolean;
 }
 
+/** The fixed environment every command runs with (PATH and LC_ALL over ours). */
+function environment(extra: Record<string, string> = {}): { env: Record<string, string>; extendEnv: true } {
+  return { env: { ...extra, PATH: FIXED_PATH, LC_ALL: 'C' }, extendEnv: true };
+}
+
+/** For a command whose stdout the caller streams: stderr kept (up to `maxStderr` bytes) to say why it failed. */
+function streamingOptions(maxStderr: number) {
+  return { ...environment(), reject: false, buffer: { stdout: false, stderr: true }, maxBuffer: { stderr: maxStderr } } as const;
+}
+
+interface Ended {
+  failed: boolean;
+  exitCode?: number | undefined;
+  cause?: unknown;
+  shortMessage?: string | undefined;
+}
+
+/** Why a command did not run to an exit status (TOOL_MISSING when the program does not exist; killed; …), or undefined when it did. */
+function notRun(argv: readonly string[], result: Ended): BootenvError | undefined {
+  if (!result.failed || result.exitCode !== undefined) return undefined;
+  if ((result.cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') {
+    return new BootenvError('TOOL_MISSING', `${argv[0]} is not installed`, { cause: result.cause, hint: `install the package that provides ${argv[0]}` });
+  }
+  return new BootenvError('COMMAND_FAILED', `${argv.join(' ')}: ${result.shortMessage}`, { cause: result.cause });
+}
+
+/** COMMAND_FAILED for a command that exited with a status nobody expected; `detail`: what it said, if anything. */
+function exitFailure(argv: readonly string[], result: Ended, detail: string): BootenvError {
+  return new BootenvError('COMMAND_FAILED', `${argv.join(' ')} failed: ${detail || `exit status ${result.exitCode}`}`, { cause: result });
+}
+
 /**
  * Runs argv and waits for it. Throws TOOL_MISSING when the program does not
  * exist and COMMAND_FAILED (with stderr in the message) when it exits with a
@@ -42,8 +73,7 @@ export async function run(argv: readonly string[], options: RunOptions = {}): Pr
   if (file === undefined) throw new BootenvError('INTERNAL', 'run() called with an empty argv');
   throwIfInterrupted();
   const result = await execa(file, args, {
-    env: { ...options.env, PATH: FIXED_PATH, LC_ALL: 'C' },
-    extendEnv: true,
+    ...environment(options.env),
     reject: false,
     stripFinalNewline: false,
     ...(options.inheritStdio
@@ -54,21 +84,10 @@ export async function run(argv: readonly string[], options: RunOptions = {}): Pr
   });
   const stdout = typeof result.stdout === 'string' ? result.stdout : '';
   const stderr = typeof result.stderr === 'string' ? result.stderr : '';
-  if (result.failed && result.exitCode === undefined) {
-    const code = (result.cause as NodeJS.ErrnoException | undefined)?.code;
-    if (code === 'ENOENT') {
-      throw new BootenvError('TOOL_MISSING', `${file} is not installed`, {
-        cause: result.cause,
-        hint: `install the package that provides ${file}`,
-      });
-    }
-    throw new BootenvError('COMMAND_FAILED', `${argv.join(' ')}: ${result.shortMessage}`, { cause: result.cause });
-  }
+  const failure = notRun(argv, result);
+  if (failure !== undefined) throw failure;
   const exitCode = result.exitCode ?? 1;
-  if (exitCode !== 0 && !options.anyExitCode && !(options.okExitCodes ?? []).includes(exitCode)) {
-    const detail = stderr.trim() || stdout.trim() || `exit status ${exitCode}`;
-    throw new BootenvError('COMMAND_FAILED', `${argv.join(' ')} failed: ${detail}`, { cause: result });
-  }
+  if (exitCode !== 0 && !options.anyExitCode && !(options.okExitCodes ?? []).includes(exitCode)) throw exitFailure(argv, result, stderr.trim() || stdout.trim());
   return { argv, exitCode, stdout, stderr };
 }
 
@@ -82,14 +101,7 @@ export async function runLines(argv: readonly string[], onLine: (line: string) =
   const [file, ...args] = argv;
   if (file === undefined) throw new BootenvError('INTERNAL', 'runLines() called with an empty argv');
   throwIfInterrupted();
-  const child = execa(file, args, {
-    env: { PATH: FIXED_PATH, LC_ALL: 'C' },
-    extendEnv: true,
-    reject: false,
-    stdin: 'ignore',
-    buffer: { stdout: false, stderr: true },
-    maxBuffer: { stderr: 1024 * 1024 },
-  });
+  const child = execa(file, args, { ...streamingOptions(1024 * 1024), stdin: 'ignore' });
   const stdout = child.stdout;
   if (stdout === null) throw new BootenvError('INTERNAL', `no pipe from ${file}`);
   stdout.setEncoding('utf8');
@@ -121,15 +133,9 @@ export async function runLines(argv: readonly string[], onLine: (line: string) =
   }
   const result = await child;
   const stderr = typeof result.stderr === 'string' ? result.stderr : '';
-  if (result.failed && result.exitCode === undefined) {
-    if ((result.cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') {
-      throw new BootenvError('TOOL_MISSING', `${file} is not installed`, { cause: result.cause, hint: `install the package that provides ${file}` });
-    }
-    throw new BootenvError('COMMAND_FAILED', `${argv.join(' ')}: ${result.shortMessage}`, { cause: result.cause });
-  }
-  if (result.exitCode !== 0) {
-    throw new BootenvError('COMMAND_FAILED', `${argv.join(' ')} failed: ${stderr.trim() || `exit status ${result.exitCode}`}`, { cause: result });
-  }
+  const failure = notRun(argv, result);
+  if (failure !== undefined) throw failure;
+  if (result.exitCode !== 0) throw exitFailure(argv, result, stderr.trim());
   return { stderr };
 }
 
@@ -152,16 +158,7 @@ export function pipeThrough(argv: readonly string[], input: Readable): StreamFil
   const [file, ...args] = argv;
   if (file === undefined) throw new BootenvError('INTERNAL', 'pipeThrough() called with an empty argv');
   throwIfInterrupted();
-  const child = execa(file, args, {
-    env: { PATH: FIXED_PATH, LC_ALL: 'C' },
-    extendEnv: true,
-    reject: false,
-    stdin: 'pipe',
-    stdout: 'pipe',
-    stderr: 'pipe',
-    buffer: { stdout: false, stderr: true },
-    maxBuffer: { stderr: 64 * 1024 },
-  });
+  const child = execa(file, args, { ...streamingOptions(64 * 1024), stdin: 'pipe', stdout: 'pipe', stderr: 'pipe' });
   const stdin = child.stdin;
   const stdout = child.stdout;
   if (stdin === null || stdout === null) throw new BootenvError('INTERNAL', `no pipes to ${file}`);
@@ -172,17 +169,9 @@ export function pipeThrough(argv: readonly string[], input: Readable): StreamFil
   let stopped = false;
   const finished = child.then((result) => {
     if (stopped && result.isTerminated) return;
-    if (result.failed && result.exitCode === undefined) {
-      const code = (result.cause as NodeJS.ErrnoException | undefined)?.code;
-      if (code === 'ENOENT') {
-        throw new BootenvError('TOOL_MISSING', `${file} is not installed`, { cause: result.cause, hint: `install the package that provides ${file}` });
-      }
-      throw new BootenvError('COMMAND_FAILED', `${argv.join(' ')}: ${result.shortMessage}`, { cause: result.cause });
-    }
-    if (result.exitCode !== 0) {
-      const stderr = typeof result.stderr === 'string' ? result.stderr.trim() : '';
-      throw new BootenvError('COMMAND_FAILED', `${argv.join(' ')} failed: ${stderr || `exit status ${result.exitCode}`}`, { cause: result });
-    }
+    const failure = notRun(argv, result);
+    if (failure !== undefined) throw failure;
+    if (result.exitCode !== 0) throw exitFailure(argv, result, typeof result.stderr === 'string' ? result.stderr.trim() : '');
   });
   // Callers await `finished` when they care; an unobserved rejection must not crash the process.
   finished.catch(() => undefined);
