@@ -51,6 +51,8 @@ export interface SkipUnchangedReport {
   errors: Array<{ path: string; message: string }>;
   skippedPackages: SkippedPackage[];
   seconds: number;
+  /** Where the time went: reading md5sums and planning, lstat, FIEMAP (checkExtents), hashing, FIDEDUPERANGE. */
+  phaseSeconds: { plan: number; stat: number; extents: number; hash: number; share: number };
 }
 
 /** The packages of an apt transaction: one entry per package, from its actions. */
@@ -136,6 +138,13 @@ export interface PassRequest {
  */
 export async function shareUnchangedFiles(request: PassRequest): Promise<SkipUnchangedReport> {
   const started = process.hrtime.bigint();
+  let phaseStarted = started;
+  const phaseEnd = (): number => {
+    const now = process.hrtime.bigint();
+    const seconds = Number(now - phaseStarted) / 1e9;
+    phaseStarted = now;
+    return seconds;
+  };
   const sums: PackageSums[] = [];
   for (const passPackage of request.packages) sums.push(await packageSums(request.originRoot, request.targetRoot, passPackage));
   const plan = planCandidates(sums);
@@ -152,6 +161,7 @@ export async function shareUnchangedFiles(request: PassRequest): Promise<SkipUnc
     errors: [],
     skippedPackages: plan.skippedPackages,
     seconds: 0,
+    phaseSeconds: { plan: phaseEnd(), stat: 0, extents: 0, hash: 0, share: 0 },
   };
   const toVerify: Array<{ candidate: Candidate; size: number }> = [];
   const seenInodes = new Set<number>();
@@ -175,6 +185,7 @@ export async function shareUnchangedFiles(request: PassRequest): Promise<SkipUnc
     }
   }
   toVerify.sort((a, b) => (a.candidate.path < b.candidate.path ? -1 : 1));
+  report.phaseSeconds.stat = phaseEnd();
   // Files that already lie in the same extents (deduped before) need neither hashing nor sharing.
   const extents = request.checkExtents
     ? await fileExtents(
@@ -190,6 +201,7 @@ export async function shareUnchangedFiles(request: PassRequest): Promise<SkipUnc
     }
     return true;
   });
+  report.phaseSeconds.extents = phaseEnd();
   const toShare: Array<{ candidate: Candidate; size: number }> = [];
   for (const pair of unshared) {
     throwIfInterrupted();
@@ -199,6 +211,7 @@ export async function shareUnchangedFiles(request: PassRequest): Promise<SkipUnc
     if (targetHash !== originHash || targetHash !== expected) count(report.differs, pair.size);
     else toShare.push(pair);
   }
+  report.phaseSeconds.hash = phaseEnd();
   if (report.dryRun) {
     for (const { size } of toShare) count(report.shared, size);
   } else {
@@ -214,6 +227,7 @@ export async function shareUnchangedFiles(request: PassRequest): Promise<SkipUnc
       else report.errors.push({ path: `/${candidate.path}`, message: `${outcome.errno} ${outcome.message}` });
     });
   }
+  report.phaseSeconds.share = phaseEnd();
   report.seconds = Number(process.hrtime.bigint() - started) / 1e9;
   return report;
 }
