@@ -304,7 +304,7 @@ export function parseSerialLog(log: string): ProbeReport[] {
  * parses the probe's reports. qemu is killed (by its own PID, through execa)
  * after `timeoutSeconds`. The image must not be attached or mounted on the host.
  */
-export async function bootImage(image: string, serialLog: string, timeoutSeconds = 300): Promise<BootResult> {
+export async function bootImage(image: string, serialLog: string, timeoutSeconds = 600): Promise<BootResult> {
   rmSync(serialLog, { force: true });
   const started = Date.now();
   const result = await execa(

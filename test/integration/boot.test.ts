@@ -1,0 +1,211 @@
+// Boot truth (issue #5): a real GRUB 2.06 boots a real Debian 12 kernel and systemd in qemu, from a
+// GPT disk laid out like an Ubuntu install with bootenv installed from its .deb (test/harness/image.ts).
+// Every boot is one qemu run; the probe unit prints the booted subvolume (`findmnt -no SOURCE /`) on
+// the serial console, runs the step this test left for it and powers off. Serial logs are kept in
+// test-artifacts/boot/NN-step.log. The steps depend on each other and run in order.
+import path from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { REPOSITORY } from '../harness/base.js';
+import { BootMachine, ensureBootImage, type BootResult, type ProbeReport } from '../harness/image.js';
+
+const ARTIFACTS = path.join(REPOSITORY, 'test-artifacts/boot');
+const APT = 'export DEBIAN_FRONTEND=noninteractive\n';
+const FIRST = 'debian-12';
+const BROKEN = 'broken';
+/** A step boots at most twice; a boot has its own time limit (600 s, 900 s for the apt run). */
+const STEP_TIMEOUT_MS = 1_800_000;
+/** The one probe report of a boot that came up; fails with the serial log otherwise. */
+function cameUp(result: BootResult): ProbeReport {
+  expect(result.timedOut, result.log).toBe(false);
+  expect(result.steps, result.log).toHaveLength(1);
+  const report = result.steps[0] as ProbeReport;
+  expect(report.exitCode, report.output).toBe(0);
+  return report;
+}
+
+/** `beadm list -H` lines of an output, as name → Active flags. */
+function activeFlags(output: string): Record<string, string> {
+  const flags: Record<string, string> = {};
+  for (const line of output.split('\n')) {
+    const fields = line.split('\t');
+    if (fields.length === 6 && fields[0] !== undefined) flags[fields[0]] = fields[1] ?? '';
+  }
+  return flags;
+}
+
+describe('booting bootenv for real: GRUB 2.06, Debian 12 kernel and systemd, on btrfs', () => {
+  let machine: BootMachine;
+  let upgraded: string;
+  /** Output of a boot whose step was the next test's action. */
+  let upgradeOutput: string;
+  let activateOutput: string;
+
+  beforeAll(async () => {
+    const image = await ensureBootImage(inject('bookwormBase'), inject('debPackage'));
+    machine = await BootMachine.create(image, ARTIFACTS);
+  });
+
+  afterAll(async () => {
+    if (machine === undefined) return;
+    await machine.close();
+    const { stdout } = await execa('losetup', ['-j', machine.image]);
+    expect(stdout).toBe('');
+  });
+
+  async function versionIn(subvolume: string, name: string): Promise<string | undefined> {
+    return machine.withTopLevel(async (top) => {
+      const result = await execa('dpkg-query', [`--admindir=${path.join(top, subvolume, 'var/lib/dpkg')}`, '-f', '${db:Status-Abbrev} ${Version}', '-W', name], { reject: false });
+      const [status, version] = result.stdout.trim().split(/\s+/);
+      return result.exitCode === 0 && status === 'ii' ? version : undefined;
+    });
+  }
+
+  async function grubenv(): Promise<string> {
+    return machine.withTopLevel(async (top) => (await execa('grub-editenv', [path.join(top, '@/boot/grub/grubenv'), 'list'])).stdout);
+  }
+
+  // Each boot checks what the previous one prepared and then does the next step's action, so that
+  // the story takes 8 boots: qemu without KVM makes each one cost about a minute.
+  it('1. first boot of the installed system; beadm init; reboot → the first BE is up', async () => {
+    const installed = cameUp(await machine.boot('installed-root', 'beadm init'));
+    expect(installed.source).toBe('/dev/vda2[/@]');
+    expect(installed.output).toContain(`Created boot environment ${FIRST}`);
+    // Step 2's action in the same boot: a diverted apt-get upgrade. (Stacking a second apt run into the
+    // same BE is proven in apt.test.ts, an initramfs rebuilt inside a transaction in initramfs.test.ts:
+    // each apt run and update-initramfs cost minutes under TCG.)
+    const first = cameUp(
+      await machine.boot(
+        'first-be-apt-upgrade',
+        [
+          'beadm list -H',
+          'cat /proc/cmdline',
+          `${APT}apt-get update -qq`,
+          'apt-get upgrade -y',
+          'dpkg-query -W bootenv-t-changed',
+        ].join('\n'),
+        { timeoutSeconds: 900 },
+      ),
+    );
+    expect(first.subvolume).toBe(`@bootenv/${FIRST}`);
+    expect(first.output).toContain(`rootflags=subvol=@bootenv/${FIRST}`);
+    expect(activeFlags(first.output)[FIRST]).toBe('NR');
+    upgradeOutput = first.output;
+  }, STEP_TIMEOUT_MS);
+
+  it('2. a diverted apt-get upgrade; reboot → the new BE is up with the new version, the previous BE keeps the old one', async () => {
+    const matches = [...upgradeOutput.matchAll(/apt's changes are in boot environment (\S+) \(@bootenv\/\S+\)/g)];
+    expect(matches, upgradeOutput).toHaveLength(1);
+    upgraded = matches[0]?.[1] as string;
+    // The running BE was not changed: apt's dpkg ran in the new BE.
+    expect(upgradeOutput).toMatch(/^bootenv-t-changed\t1\.0$/m);
+    const booted = cameUp(
+      await machine.boot(
+        'upgraded-be',
+        [
+          'dpkg-query -W bootenv-t-changed',
+          'cat /usr/share/bootenv-t-changed/version',
+          'cat /proc/cmdline',
+          // Step 3's action.
+          `beadm activate ${FIRST}`,
+          'beadm list -H',
+        ].join('\n'),
+      ),
+    );
+    expect(booted.subvolume).toBe(`@bootenv/${upgraded}`);
+    expect(booted.output).toMatch(/^bootenv-t-changed\t1\.1$/m);
+    // GRUB loaded the kernel and the initramfs from the new BE's own /boot.
+    expect(booted.output).toContain(`BOOT_IMAGE=/@bootenv/${upgraded}/boot/vmlinuz-`);
+    const menu = await machine.withTopLevel(async (top) => (await execa('cat', [path.join(top, '@/boot/grub/grub.cfg')])).stdout);
+    expect(menu).toMatch(new RegExp(`initrd\\s+/@bootenv/${upgraded}/boot/initrd\\.img-`));
+    expect(await versionIn(`@bootenv/${FIRST}`, 'bootenv-t-changed')).toBe('1.0');
+    expect(await versionIn(`@bootenv/${upgraded}`, 'bootenv-t-changed')).toBe('1.1');
+    activateOutput = booted.output;
+  }, STEP_TIMEOUT_MS);
+
+  it('3. beadm activate <previous>; reboot → the previous BE is up', async () => {
+    expect(activeFlags(activateOutput)).toMatchObject({ [FIRST]: 'R', [upgraded]: 'N' });
+    const previous = cameUp(
+      await machine.boot(
+        'previous-be',
+        [
+          'dpkg-query -W bootenv-t-changed',
+          // Step 4's action.
+          `beadm activate -t ${upgraded}`,
+          'beadm list -H',
+          'grub-editenv /boot/grub/grubenv list',
+        ].join('\n'),
+      ),
+    );
+    expect(previous.subvolume).toBe(`@bootenv/${FIRST}`);
+    expect(previous.output).toMatch(/^bootenv-t-changed\t1\.0$/m);
+    activateOutput = previous.output;
+  }, STEP_TIMEOUT_MS);
+
+  it('4. beadm activate -t <new>; reboot → the new BE once; reboot → the previous BE again', async () => {
+    expect(activeFlags(activateOutput)).toMatchObject({ [FIRST]: 'NR', [upgraded]: 'T' });
+    expect(activateOutput).toContain(`next_entry=bootenv-${upgraded}`);
+    // GRUB boots next_entry but cannot clear it on btrfs; bootenv-boot-complete.service did, before the probe.
+    const onceBoot = await machine.boot('one-shot-be', 'grub-editenv /boot/grub/grubenv list\nbeadm list -H');
+    const once = cameUp(onceBoot);
+    expect(once.subvolume).toBe(`@bootenv/${upgraded}`);
+    // The initramfs took the one-shot (next_entry → bootenv_tried); bootenv-boot-complete.service, before the probe, cleared that.
+    expect(onceBoot.log).toContain(`bootenv: took the one-shot boot entry bootenv-${upgraded}`);
+    expect(once.output).not.toMatch(/next_entry=|bootenv_tried=/);
+    expect(activeFlags(once.output)).toMatchObject({ [FIRST]: 'R', [upgraded]: 'N' });
+    // Step 5's action: a BE whose /sbin/init exits 1 (the kernel panics), activated as a trial.
+    const again = cameUp(
+      await machine.boot(
+        'after-one-shot',
+        [
+          'set -e',
+          `beadm create -e ${FIRST} -d 'init exits 1' ${BROKEN}`,
+          `mkdir /run/${BROKEN}`,
+          `beadm mount ${BROKEN} /run/${BROKEN}`,
+          `rm /run/${BROKEN}/sbin/init`,
+          `printf '#!/bin/sh\\nexit 1\\n' > /run/${BROKEN}/sbin/init`,
+          `chmod 755 /run/${BROKEN}/sbin/init`,
+          `beadm unmount ${BROKEN}`,
+          `beadm activate -t ${BROKEN}`,
+          'grub-editenv /boot/grub/grubenv list',
+        ].join('\n'),
+      ),
+    );
+    expect(again.subvolume).toBe(`@bootenv/${FIRST}`);
+    expect(again.output).toContain(`next_entry=bootenv-${BROKEN}`);
+  }, STEP_TIMEOUT_MS);
+
+  // GRUB 2.06 cannot write its environment block on btrfs (save_env: "sparse file not allowed"), so it
+  // can neither count nor clear a trial boot. bootenv takes the one-shot from the initramfs instead
+  // (bootenv-one-shot, initramfs-tools local-bottom: root mounted, before it becomes /): next_entry
+  // becomes bootenv_tried. A trial BE that fails from there on (here: its init exits 1, the kernel
+  // panics, panic=5 reboots) is not booted again: the next boot is the default BE's, with nobody at
+  // the console; its bootenv-boot-complete.service reports the failed trial and clears the record.
+  it('5. a trial BE whose init fails: the next boot, unattended, is the last good BE; the failed trial is reported', async () => {
+    const trial = await machine.boot('trial-broken', undefined);
+    expect(trial.timedOut, trial.log).toBe(false);
+    expect(trial.steps).toEqual([]);
+    expect(trial.log).toMatch(new RegExp(`Loading Linux \\S+ from boot environment ${BROKEN} `));
+    expect(trial.log).toContain('bootenv: took the one-shot boot entry bootenv-broken');
+    expect(trial.log).toMatch(/Kernel panic - not syncing: Attempted to kill init!/);
+    const env = await grubenv();
+    expect(env).not.toContain('next_entry=');
+    expect(env).toContain(`bootenv_tried=bootenv-${BROKEN}`);
+
+    const recovered = cameUp(
+      await machine.boot('unattended-after-failed-trial', 'grub-editenv /boot/grub/grubenv list\njournalctl -b -o cat -u bootenv-boot-complete.service\nbeadm list --json', {
+        late: true,
+      }),
+    );
+    expect(recovered.subvolume).toBe(`@bootenv/${FIRST}`);
+    expect(recovered.output).not.toMatch(/next_entry=|bootenv_tried=/);
+    expect(recovered.output).toContain(`The one-shot boot environment ${BROKEN} did not come up; cleared its activation.`);
+    const list = JSON.parse(recovered.output.slice(recovered.output.indexOf('\n[') + 1)) as Array<{ name: string; active: string; bootedSuccessfully: boolean }>;
+    expect(Object.fromEntries(list.map((be) => [be.name, [be.active, be.bootedSuccessfully]]))).toEqual({
+      [FIRST]: ['NR', true],
+      [upgraded]: ['', false],
+      [BROKEN]: ['', false],
+    });
+    expect(await grubenv()).not.toMatch(/next_entry=|bootenv_tried=/);
+  }, STEP_TIMEOUT_MS);
+});
