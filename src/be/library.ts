@@ -105,7 +105,9 @@ type DuringTransaction = 'refuse' | 'allow';
 
 /**
  * Starts an operation: probes the system, takes the global lock, mounts the top
- * level privately, reads subvolumes and state, and first cleans up interrupted
+ * level privately (noatime: what beadm reads there, such as every BE's dpkg
+ * md5sums for audit and dedupe, must not rewrite inodes and so metadata of
+ * the BEs), reads subvolumes and state, and first cleans up interrupted
  * apt transactions. Refuses (BUSY) while an apt transaction is under way unless
  * `during` is 'allow'.
  * @internal shared by the library and the apt transaction.
@@ -113,7 +115,7 @@ type DuringTransaction = 'refuse' | 'allow';
 export async function openSession(scope: Scope, options: Options, during: DuringTransaction = 'refuse'): Promise<Session> {
   const probe = await probeSystem();
   await acquireGlobalLock(scope, options.lockWaitSeconds ?? DEFAULT_LOCK_WAIT_SECONDS);
-  const top = await mountBtrfsTemporarily(scope, probe.device, 'subvolid=5', 'top');
+  const top = await mountBtrfsTemporarily(scope, probe.device, 'subvolid=5,noatime', 'top');
   const stateText = await readTextIfExists(path.join(top, CONTAINER, STATE_FILE));
   const state = stateText === undefined ? undefined : parseState(stateText);
   notices.push(...(await recoverInterruptedTransactions(top, state)));
