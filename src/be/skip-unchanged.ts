@@ -127,7 +127,18 @@ export interface PassRequest {
    * over BEs deduped before. Not worth it right after dpkg wrote the files.
    */
   checkExtents?: boolean;
+  /** Told how far the pass has got: files of the current step (`lstat`, `hash`, `share`) done of all. */
+  onProgress?: (progress: PassProgress) => void;
 }
+
+export interface PassProgress {
+  done: number;
+  total: number;
+  step: string;
+}
+
+/** Files between two progress reports. */
+const PROGRESS_EVERY = 256;
 
 /**
  * Runs the pass from `originRoot` to `targetRoot` (both mounted, both on the
@@ -163,10 +174,14 @@ export async function shareUnchangedFiles(request: PassRequest): Promise<SkipUnc
     seconds: 0,
     phaseSeconds: { plan: phaseEnd(), stat: 0, extents: 0, hash: 0, share: 0 },
   };
+  const progress = (done: number, total: number, step: string) => {
+    if (done % PROGRESS_EVERY === 0) request.onProgress?.({ done, total, step });
+  };
   const toVerify: Array<{ candidate: Candidate; size: number }> = [];
   const seenInodes = new Set<number>();
-  for (const candidate of plan.candidates) {
+  for (const [index, candidate] of plan.candidates.entries()) {
     throwIfInterrupted();
+    progress(index, plan.candidates.length, 'lstat');
     const targetFacts = factsOf(lstatIfExistsSync(path.join(request.targetRoot, candidate.path)));
     // A file within the inline limit has nothing to share, whatever the origin holds: no need to stat that.
     if (targetFacts.type === 'file' && targetFacts.size <= request.inlineLimit) {
@@ -203,8 +218,9 @@ export async function shareUnchangedFiles(request: PassRequest): Promise<SkipUnc
   });
   report.phaseSeconds.extents = phaseEnd();
   const toShare: Array<{ candidate: Candidate; size: number }> = [];
-  for (const pair of unshared) {
+  for (const [index, pair] of unshared.entries()) {
     throwIfInterrupted();
+    progress(index, unshared.length, 'hash');
     const targetHash = await xxh64OfFile(path.join(request.targetRoot, pair.candidate.path));
     const originHash = await xxh64OfFile(path.join(request.originRoot, pair.candidate.originPath));
     const expected = pair.candidate.digest.startsWith('xxh64:') ? pair.candidate.digest.slice('xxh64:'.length) : targetHash;
@@ -216,6 +232,7 @@ export async function shareUnchangedFiles(request: PassRequest): Promise<SkipUnc
     for (const { size } of toShare) count(report.shared, size);
   } else {
     throwIfInterrupted();
+    progress(0, toShare.length, 'share');
     const outcomes = await dedupeFiles(
       toShare.map(({ candidate }) => ({ source: path.join(request.originRoot, candidate.originPath), destination: path.join(request.targetRoot, candidate.path) })),
       request.helper,

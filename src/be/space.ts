@@ -19,7 +19,7 @@ import { BootenvError } from '../errors.js';
 import { readText } from '../sys/fs.js';
 import { withScope } from '../sys/scope.js';
 import { bootEnvironmentSubvolumes, findBootEnvironment, notify, openSession, requireState, type Options, type Session } from './library.js';
-import { packagesOfRoots, shareUnchangedFiles, type SkipUnchangedReport } from './skip-unchanged.js';
+import { packagesOfRoots, shareUnchangedFiles, type PassProgress, type SkipUnchangedReport } from './skip-unchanged.js';
 import { assertValidName } from './names.js';
 import type { BootenvState } from './state.js';
 
@@ -42,6 +42,7 @@ export interface DedupeOptions extends Options {
   /** BE to share with; default the BE `name` was made from. */
   against?: string;
   dryRun?: boolean;
+  onProgress?: (progress: PassProgress) => void;
 }
 
 export interface DedupeResult {
@@ -75,6 +76,7 @@ export async function dedupeBootEnvironment(name: string, options: DedupeOptions
       inlineLimit: await topInlineLimit(session),
       dryRun: options.dryRun ?? false,
       checkExtents: true,
+      ...(options.onProgress === undefined ? {} : { onProgress: options.onProgress }),
     });
     return { name, against: nameOf(session, state, origin), report };
   });
@@ -104,11 +106,7 @@ export interface SpaceAudit {
 }
 
 /** How far an audit has got, for a progress bar: `done` of `total` steps, the current one named. */
-export interface AuditProgress {
-  done: number;
-  total: number;
-  step: string;
-}
+export type AuditProgress = PassProgress;
 
 export interface AuditOptions extends Options {
   onProgress?: (progress: AuditProgress) => void;

@@ -25,7 +25,7 @@ import {
 import { enterTransaction, finishTransaction, prepareTransaction, recordDpkgFailure, type TransactionOutcome } from '../be/transaction.js';
 import { BootenvError, EXIT_CODES, asBootenvError } from '../errors.js';
 import { auditBootEnvironments, dedupeBootEnvironment, type AuditProgress } from '../be/space.js';
-import { clearProgress, renderAudit, renderError, renderErrorJson, renderJson, renderList, renderListScripted, renderProgress, renderSkipUnchanged } from './render.js';
+import { clearProgress, progressFrameDue, renderAudit, renderError, renderErrorJson, renderJson, renderList, renderListScripted, renderProgress, renderSkipUnchanged } from './render.js';
 
 declare const BOOTENV_VERSION: string;
 
@@ -85,6 +85,26 @@ function libraryOptions(): Options {
 
 function environmentReply(environment: BootEnvironment, sentence: string): Reply {
   return { data: environment, text: `${sentence}\n` };
+}
+
+/**
+ * Runs `body` with a progress callback that draws a bar on `terminal` (when
+ * it is a TTY; runCli passes none with --json): a frame when progressFrameDue
+ * says so; erased when `body` ends, however it ends.
+ */
+async function withProgressBar<T>(terminal: ProgressTerminal | undefined, body: (onProgress: ((progress: AuditProgress) => void) | undefined) => Promise<T>): Promise<T> {
+  if (terminal?.isTTY !== true) return body(undefined);
+  let last: { step: string; at: number } | undefined;
+  try {
+    return await body((progress) => {
+      const now = Date.now();
+      if (!progressFrameDue(last, progress.step, now)) return;
+      terminal.write(renderProgress(progress, terminal.columns));
+      last = { step: progress.step, at: now };
+    });
+  } finally {
+    if (last !== undefined) terminal.write(clearProgress(terminal.columns));
+  }
 }
 
 function buildProgram(setReply: (reply: Reply) => void, setScripted: (value: boolean) => void, terminal: ProgressTerminal | undefined): Command {
@@ -213,7 +233,7 @@ function buildProgram(setReply: (reply: Reply) => void, setScripted: (value: boo
     .option('--against <other>', 'BE to share with (default: the BE NAME was made from)')
     .option('--dry-run', 'say what would be shared, share nothing')
     .action(async (name: string, commandOptions: { against?: string; dryRun?: boolean }) => {
-      const result = await dedupeBootEnvironment(name, { ...options, ...commandOptions });
+      const result = await withProgressBar(terminal, (onProgress) => dedupeBootEnvironment(name, { ...options, ...commandOptions, ...(onProgress === undefined ? {} : { onProgress }) }));
       setReply({ data: result, text: renderSkipUnchanged(result.report, `beadm: ${name} against ${result.against}`) });
     });
 
@@ -222,24 +242,8 @@ function buildProgram(setReply: (reply: Reply) => void, setScripted: (value: boo
     .description('space per BE: referenced, exclusive, shared with its origin, identical but unshared, freed by destroy')
     .argument('[names...]', 'BEs to audit (default: all)')
     .action(async (names: string[]) => {
-      const bar = terminal?.isTTY === true ? terminal : undefined;
-      let drawn = false;
-      try {
-        const audits = await auditBootEnvironments(names, {
-          ...options,
-          ...(bar === undefined
-            ? {}
-            : {
-                onProgress: (progress: AuditProgress) => {
-                  bar.write(renderProgress(progress, bar.columns));
-                  drawn = true;
-                },
-              }),
-        });
-        setReply({ data: audits, text: renderAudit(audits) });
-      } finally {
-        if (bar !== undefined && drawn) bar.write(clearProgress(bar.columns));
-      }
+      const audits = await withProgressBar(terminal, (onProgress) => auditBootEnvironments(names, { ...options, ...(onProgress === undefined ? {} : { onProgress }) }));
+      setReply({ data: audits, text: renderAudit(audits) });
     });
 
   program
@@ -285,7 +289,7 @@ function buildProgram(setReply: (reply: Reply) => void, setScripted: (value: boo
 
 /**
  * Runs beadm with `argv` (without node and script) and returns what to print
- * and the exit status. Long scans (audit) draw a progress bar on `terminal`
+ * and the exit status. Long scans (audit, dedupe) draw a progress bar on `terminal`
  * while they run, when it is a TTY and --json is not given, and erase it.
  */
 export async function runCli(argv: readonly string[], terminal?: ProgressTerminal): Promise<CliOutput> {

@@ -133,6 +133,14 @@ export function renderProgress(progress: { done: number; total: number; step: st
   return `\r${text.length > width ? text.slice(0, width) : text.padEnd(width)}`;
 }
 
+/** Least time between two frames of a progress bar within one step. */
+export const PROGRESS_FRAME_MS = 100;
+
+/** Whether a new frame is due: at once for a new step, else once `PROGRESS_FRAME_MS` have passed since the last one (`last`: none drawn yet when undefined). */
+export function progressFrameDue(last: { step: string; at: number } | undefined, step: string, now: number): boolean {
+  return last === undefined || last.step !== step || now - last.at >= PROGRESS_FRAME_MS;
+}
+
 export function clearProgress(columns: number): string {
   return `\r${' '.repeat(Math.max(columns - 1, 1))}\r`;
 }

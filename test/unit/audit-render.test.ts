@@ -1,8 +1,8 @@
 // Unit tests for beadm audit's output (src/cli/render.ts): the table, with the quota groups' columns
-// when quotas are on, and the progress bar it draws on a terminal.
+// when quotas are on, and the progress bar audit and dedupe draw on a terminal.
 import { describe, expect, it } from 'vitest';
 import type { SpaceAudit } from '../../src/be/space.js';
-import { clearProgress, renderAudit, renderProgress } from '../../src/cli/render.js';
+import { clearProgress, progressFrameDue, renderAudit, renderProgress } from '../../src/cli/render.js';
 
 const AUDIT: SpaceAudit = {
   name: 'upgraded',
@@ -61,5 +61,16 @@ describe('renderProgress', () => {
 
   it('is erased by spaces over the same width', () => {
     expect(clearProgress(10)).toBe(`\r${' '.repeat(9)}\r`);
+  });
+});
+
+describe('progressFrameDue', () => {
+  it.each([
+    [undefined, 'lstat', 0, true],
+    [{ step: 'lstat', at: 1000 }, 'lstat', 1050, false],
+    [{ step: 'lstat', at: 1000 }, 'lstat', 1100, true],
+    [{ step: 'lstat', at: 1000 }, 'hash', 1001, true],
+  ])('last frame %j, step %s at %d ms: %s', (last, step, now, due) => {
+    expect(progressFrameDue(last, step, now)).toBe(due);
   });
 });
