@@ -172,16 +172,6 @@ function installedRootPath(session: Session, state: BootenvState): string {
   return path.join(session.top, state.installedRoot);
 }
 
-/** The BE named by a bootenv menu entry id held in grubenv variable `key`, if any. */
-async function grubenvEntryName(session: Session, state: BootenvState, key: string): Promise<string | undefined> {
-  const next = (await readGrubenv(installedRootPath(session, state))).get(key);
-  return next?.startsWith(ENTRY_ID_PREFIX) ? next.slice(ENTRY_ID_PREFIX.length) : undefined;
-}
-
-async function oneShotName(session: Session, state: BootenvState): Promise<string | undefined> {
-  return grubenvEntryName(session, state, 'next_entry');
-}
-
 /**
  * grubenv variable of a one-shot taken by the initramfs (bootenv-one-shot, run
  * from initramfs-tools' local-bottom): next_entry renamed, so that a trial BE
@@ -189,6 +179,20 @@ async function oneShotName(session: Session, state: BootenvState): Promise<strin
  * and clears it.
  */
 const TRIED_ONE_SHOT = 'bootenv_tried';
+
+/** The BEs a one-shot names in grubenv (one read): still pending for GRUB (next_entry), or taken by the initramfs (bootenv_tried). */
+async function oneShotEntries(session: Session, state: BootenvState): Promise<{ pending: string | undefined; tried: string | undefined }> {
+  const grubenv = await readGrubenv(installedRootPath(session, state));
+  const entryName = (key: string) => {
+    const id = grubenv.get(key);
+    return id?.startsWith(ENTRY_ID_PREFIX) ? id.slice(ENTRY_ID_PREFIX.length) : undefined;
+  };
+  return { pending: entryName('next_entry'), tried: entryName(TRIED_ONE_SHOT) };
+}
+
+async function oneShotName(session: Session, state: BootenvState): Promise<string | undefined> {
+  return (await oneShotEntries(session, state)).pending;
+}
 
 /** @internal */
 export async function saveState(scope: Scope, session: Session, state: BootenvState): Promise<void> {
@@ -464,7 +468,7 @@ export async function activateBootEnvironment(name: string, options: ActivateOpt
     const subvolume = findBootEnvironment(session, name);
     await requireBootable(session, name, subvolume);
     if (options.temporary) {
-      if ((await grubenvEntryName(session, state, TRIED_ONE_SHOT)) !== undefined) {
+      if ((await oneShotEntries(session, state)).tried !== undefined) {
         await setGrubenvVariable(scope, installedRootPath(session, state), TRIED_ONE_SHOT, undefined);
       }
       await setGrubenvVariable(scope, installedRootPath(session, state), 'next_entry', menuEntryId(name));
@@ -509,8 +513,7 @@ export async function completeBoot(options: CompleteBootOptions = {}): Promise<B
   return withScope(async (scope) => {
     const session = await openSession(scope, options);
     const state = requireState(session);
-    const oneShot = await oneShotName(session, state);
-    const tried = await grubenvEntryName(session, state, TRIED_ONE_SHOT);
+    const { pending: oneShot, tried } = await oneShotEntries(session, state);
     const booted = bootEnvironmentSubvolumes(session).find(({ subvolume }) => subvolume.path === session.probe.bootedSubvolume);
     let cleared: string | null = null;
     // A BE booted while a one-shot is pending: either the one-shot BE itself (done), or another one

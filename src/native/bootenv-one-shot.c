@@ -166,11 +166,10 @@ static int take_one_shot(const char *grub_directory) {
     memcpy(rewritten + out, line, length);
     out += length;
   }
-  /* An empty next_entry= is no one-shot. */
-  if (value == NULL || value_length <= 1 || value[0] == '\n') return 0;
-  if (out + 14 + value_length > (size_t)size) {
-    /* No room to record it: take the one-shot all the same, unrecorded. */
-  } else {
+  /* An empty next_entry= (only its newline) is no one-shot. */
+  if (value == NULL || value_length <= 1) return 0;
+  /* Without room to record it, the one-shot is taken all the same, unrecorded. */
+  if (out + 14 + value_length <= (size_t)size) {
     memcpy(rewritten + out, "bootenv_tried=", 14);
     memcpy(rewritten + out + 14, value, value_length);
     out += 14 + value_length;
