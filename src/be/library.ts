@@ -1,45 +1,46 @@
 /**
- * The boot environment library: init, list, create, activate, destroy, rename,
- * mount, unmount. Every safety rule lives here, not in the CLI: the booted BE,
- * the next-boot BE and the installed root are never destroyed; only
- * subvolumes directly under @bootenv/ with a valid name are BEs, and nothing
- * else is ever touched; a change to BEs and the GRUB menu either completes or
- * is undone. Mutating operations take the global lock and work on a private
- * mount of the btrfs top level that is gone when they return.
+ * The boot environment operations: init, list, create, activate, destroy,
+ * rename, mount, unmount, boot-complete, upgrade. Every safety rule lives
+ * here, not in the CLI: the booted BE, the next-boot BE and the installed
+ * root are never destroyed; only subvolumes directly under @bootenv/ with a
+ * valid name are BEs, and nothing else is ever touched; a change to BEs and
+ * the GRUB menu either completes or is undone. Each operation opens a session
+ * (./transaction.ts: global lock, a private mount of the btrfs top level that
+ * is gone when it returns, interrupted apt transactions cleaned up first).
  *
  * Layout (see README): BEs are subvolumes @bootenv/NAME beside the installed
  * root (e.g. @), which stays GRUB's home; state is @bootenv/.bootenv.json.
  */
 import path from 'node:path';
-import { deleteSubvolume, filesystemUuid, listSubvolumes, qgroupUsage, snapshotSubvolume } from '../btrfs/commands.js';
-import { mountAt, mountsOfSubvolume, parseMountInfo, type MountInfo } from '../btrfs/mountinfo.js';
+import { listSubvolumes, qgroupUsage } from '../btrfs/commands.js';
+import { mountAt, mountsOfSubvolume, readMountTable, type MountInfo } from '../btrfs/mountinfo.js';
 import type { Subvolume } from '../btrfs/parse.js';
 import { BootenvError } from '../errors.js';
-import { GRUB_HOME, GRUB_SCRIPT, readGrubenv, regenerateGrubConfig, setGrubenvVariable, writeMenuEntries } from '../grub/config.js';
-import { chooseBootFiles, type BootFiles } from '../grub/kernels.js';
-import { ENTRY_ID_PREFIX, generateBootMenu, menuEntryId } from '../grub/menu.js';
+import { GRUB_HOME, GRUB_SCRIPT } from '../grub/config.js';
+import { cancelOneShot, forgetTriedOneShot, readOneShot, renameOneShot, scheduleOneShot } from '../grub/one-shot.js';
 import { haveProgram, run } from '../sys/exec.js';
 import {
   isDirectory,
-  listDirectory,
   makeDirectory,
   makeTemporaryDirectory,
   pathExists,
   readText,
-  readTextIfExists,
   removeEmptyDirectory,
-  removeFile,
   renamePath,
   writeFileAtomic,
 } from '../sys/fs.js';
-import { acquireGlobalLock } from '../sys/lock.js';
-import { mountBtrfs, mountBtrfsTemporarily, unmount } from '../sys/mount.js';
-import { withScope, type Scope } from '../sys/scope.js';
-import { INSTALLED_ROOT_MOUNTPOINT, rewriteFstabForBootEnvironment } from './fstab.js';
-import { assertValidName, nameProblem, sanitizeName } from './names.js';
-import { CONTAINER, STATE_FILE, newState, parseState, serializeState, type BootenvState } from './state.js';
-import { clearPending, readPending, readTransaction, recoverInterruptedTransactions } from './runtime.js';
+import { mountBtrfs, unmount } from '../sys/mount.js';
+import { withScope } from '../sys/scope.js';
+import { bootFilesOf, forgetBootEnvironment, makeBootEnvironment, refreshBootMenu, requireBootable } from './environments.js';
+import { rewriteFstabForBootEnvironment } from './fstab.js';
+import { assertValidName, sanitizeName } from './names.js';
+import { readOsRelease } from './os-release.js';
+import { bootEnvironmentSubvolumes, findBootEnvironment, installedRootPath, requireState, saveState, type Options, type Session } from './session.js';
+import { CONTAINER, STATE_FILE, newState, type BootenvState } from './state.js';
 import { probeSystem, type SystemProbe } from './system.js';
+import { clearPending, openSession, readPending } from './transaction.js';
+
+export type { Options } from './session.js';
 
 export interface BootEnvironment {
   name: string;
@@ -64,183 +65,11 @@ export interface BootEnvironment {
   bootedSuccessfully: boolean;
 }
 
-export interface Options {
-  /** Seconds to wait for another beadm to finish. */
-  lockWaitSeconds?: number;
-}
-
 /** For the CLI's signal handler: stop the running operation at its next step and unwind. */
 export { interrupt as interruptOperation, abortOpenScopes as abortOperation } from '../sys/scope.js';
 
-const DEFAULT_LOCK_WAIT_SECONDS = 10;
 const MOUNT_PREFIX = '/tmp/be_mount.';
 const BOOT_ID_FILE = '/proc/sys/kernel/random/boot_id';
-
-export interface Session {
-  probe: SystemProbe;
-  /** Private mount of the btrfs top level. */
-  top: string;
-  subvolumes: Subvolume[];
-  /** Undefined before `beadm init`. */
-  state: BootenvState | undefined;
-}
-
-const notices: string[] = [];
-
-/** What the last operations cleaned up or decided on the way; for the CLI to print. */
-export function takeNotices(): string[] {
-  return notices.splice(0, notices.length);
-}
-
-/** @internal Records a sentence for the user (printed by the CLI on stderr as a note). */
-export function notify(sentence: string): void {
-  notices.push(sentence);
-}
-
-/**
- * How an operation meets an apt transaction under way: `refuse` (BUSY: it
- * would change BEs under apt), `allow` (reading, or the transaction's own steps).
- */
-type DuringTransaction = 'refuse' | 'allow';
-
-/**
- * Starts an operation: probes the system, takes the global lock, mounts the top
- * level privately (noatime: what beadm reads there, such as every BE's dpkg
- * md5sums for audit and dedupe, must not rewrite inodes and so metadata of
- * the BEs), reads subvolumes and state, and first cleans up interrupted
- * apt transactions. Refuses (BUSY) while an apt transaction is under way unless
- * `during` is 'allow'.
- * @internal shared by the library and the apt transaction.
- */
-export async function openSession(scope: Scope, options: Options, during: DuringTransaction = 'refuse'): Promise<Session> {
-  const probe = await probeSystem();
-  await acquireGlobalLock(scope, options.lockWaitSeconds ?? DEFAULT_LOCK_WAIT_SECONDS);
-  const top = await mountBtrfsTemporarily(scope, probe.device, 'subvolid=5,noatime', 'top');
-  const stateText = await readTextIfExists(path.join(top, CONTAINER, STATE_FILE));
-  const state = stateText === undefined ? undefined : parseState(stateText);
-  notices.push(...(await recoverInterruptedTransactions(top, state)));
-  const live = await readTransaction();
-  if (during === 'refuse' && live !== undefined) {
-    throw new BootenvError('BUSY', `apt (pid ${live.aptPid}) is installing into a new boot environment`, {
-      hint: 'wait for apt to finish and try again',
-    });
-  }
-  return { probe, top, subvolumes: await listSubvolumes(top), state };
-}
-
-/** @internal */
-export function requireState(session: Session): BootenvState {
-  if (session.state === undefined) {
-    throw new BootenvError('NOT_INITIALIZED', 'this system has no boot environments yet', { hint: 'run beadm init' });
-  }
-  return session.state;
-}
-
-/** The BE subvolumes: directly under @bootenv/, with a valid name. Nothing else is a BE. */
-/** @internal */
-export function bootEnvironmentSubvolumes(session: Session): Array<{ name: string; subvolume: Subvolume }> {
-  return session.subvolumes
-    .filter((subvolume) => path.dirname(subvolume.path) === CONTAINER)
-    .map((subvolume) => ({ name: path.basename(subvolume.path), subvolume }))
-    .filter(({ name }) => nameProblem(name) === undefined)
-    .sort((a, b) => a.subvolume.id - b.subvolume.id);
-}
-
-/** @internal */
-export function findBootEnvironment(session: Session, name: string): Subvolume {
-  assertValidName(name);
-  const found = bootEnvironmentSubvolumes(session).find((environment) => environment.name === name);
-  if (found === undefined) throw new BootenvError('NOT_FOUND', `no boot environment named ${name}`, { hint: 'see beadm list' });
-  return found.subvolume;
-}
-
-async function bootFilesOf(session: Session, subvolume: string): Promise<BootFiles | undefined> {
-  const root = path.join(session.top, subvolume);
-  return chooseBootFiles(await listDirectory(path.join(root, 'boot')), await listDirectory(path.join(root, 'lib/modules')));
-}
-
-async function osNameOf(session: Session, subvolume: string): Promise<string> {
-  const text =
-    (await readTextIfExists(path.join(session.top, subvolume, 'etc/os-release'))) ??
-    (await readTextIfExists(path.join(session.top, subvolume, 'usr/lib/os-release'))) ??
-    '';
-  const match = /^PRETTY_NAME="?([^"\n]*)"?$/m.exec(text);
-  return match?.[1] ?? 'Linux';
-}
-
-function installedRootPath(session: Session, state: BootenvState): string {
-  return path.join(session.top, state.installedRoot);
-}
-
-/**
- * grubenv variable of a one-shot taken by the initramfs (bootenv-one-shot, run
- * from initramfs-tools' local-bottom): next_entry renamed, so that a trial BE
- * that fails later in its boot is not booted again. The booted system reads
- * and clears it.
- */
-const TRIED_ONE_SHOT = 'bootenv_tried';
-
-/** The BEs a one-shot names in grubenv (one read): still pending for GRUB (next_entry), or taken by the initramfs (bootenv_tried). */
-async function oneShotEntries(session: Session, state: BootenvState): Promise<{ pending: string | undefined; tried: string | undefined }> {
-  const grubenv = await readGrubenv(installedRootPath(session, state));
-  const entryName = (key: string) => {
-    const id = grubenv.get(key);
-    return id?.startsWith(ENTRY_ID_PREFIX) ? id.slice(ENTRY_ID_PREFIX.length) : undefined;
-  };
-  return { pending: entryName('next_entry'), tried: entryName(TRIED_ONE_SHOT) };
-}
-
-async function oneShotName(session: Session, state: BootenvState): Promise<string | undefined> {
-  return (await oneShotEntries(session, state)).pending;
-}
-
-/** @internal */
-export async function saveState(scope: Scope, session: Session, state: BootenvState): Promise<void> {
-  const file = path.join(session.top, CONTAINER, STATE_FILE);
-  const previous = await readTextIfExists(file);
-  await writeFileAtomic(file, serializeState(state));
-  scope.onAbort(`restore ${CONTAINER}/${STATE_FILE}`, () =>
-    previous === undefined ? removeFile(file) : writeFileAtomic(file, previous),
-  );
-  session.state = state;
-}
-
-/**
- * Rewrites the BE entries in GRUB's home and regenerates grub.cfg from the
- * installed root. On abort the previous entries come back and grub.cfg is
- * regenerated from them.
- */
-/** @internal */
-export async function refreshBootMenu(scope: Scope, session: Session, state: BootenvState): Promise<void> {
-  const uuidToName = new Map(bootEnvironmentSubvolumes(session).map(({ name, subvolume }) => [subvolume.uuid, name]));
-  const environments = [];
-  for (const { name, subvolume } of bootEnvironmentSubvolumes(session)) {
-    environments.push({
-      name,
-      subvolume: subvolume.path,
-      osName: await osNameOf(session, subvolume.path),
-      bootFiles: await bootFilesOf(session, subvolume.path),
-    });
-  }
-  const text = generateBootMenu({
-    filesystemUuid: await filesystemUuid(session.top),
-    environments,
-    defaultName: state.defaultUuid === null ? undefined : uuidToName.get(state.defaultUuid),
-  });
-  const grubHome = await mountBtrfsTemporarily(scope, session.probe.device, `subvol=/${state.installedRoot}`, 'grubhome');
-  scope.onAbort('regenerate grub.cfg from the previous entries', () => regenerateGrubConfig(grubHome));
-  await writeMenuEntries(scope, grubHome, text);
-  await regenerateGrubConfig(grubHome);
-}
-
-/** @internal */
-export async function requireBootable(session: Session, name: string, subvolume: Subvolume): Promise<void> {
-  if ((await bootFilesOf(session, subvolume.path)) === undefined) {
-    throw new BootenvError('NOT_BOOTABLE', `${name} holds no kernel with a matching initramfs and /lib/modules directory in its /boot`, {
-      hint: `install a kernel in it (beadm mount ${name}, then apt-get in a chroot) before activating it`,
-    });
-  }
-}
 
 /** Mounts of a BE other than the booted `/`, deepest first. */
 function extraMounts(probe: SystemProbe, mounts: readonly MountInfo[], subvolume: string): MountInfo[] {
@@ -249,17 +78,13 @@ function extraMounts(probe: SystemProbe, mounts: readonly MountInfo[], subvolume
     .sort((a, b) => b.mountPoint.length - a.mountPoint.length);
 }
 
-async function currentMounts(): Promise<MountInfo[]> {
-  return parseMountInfo(await readText('/proc/self/mountinfo'));
-}
-
 async function describe(session: Session, state: BootenvState | undefined): Promise<BootEnvironment[]> {
   const environments = bootEnvironmentSubvolumes(session);
   const usage = await qgroupUsage(session.top);
   const usageById = new Map((usage ?? []).map((entry) => [entry.subvolumeId, entry]));
   const nameByUuid = new Map(environments.map(({ name, subvolume }) => [subvolume.uuid, name]));
   const installedRootUuid = session.subvolumes.find((subvolume) => subvolume.path === state?.installedRoot)?.uuid;
-  const oneShot = state === undefined ? undefined : await oneShotName(session, state);
+  const oneShot = state === undefined ? undefined : (await readOneShot(installedRootPath(session, state))).pending;
   const mounts = session.probe.mounts;
   const result: BootEnvironment[] = [];
   for (const { name, subvolume } of environments) {
@@ -295,33 +120,10 @@ async function describe(session: Session, state: BootenvState | undefined): Prom
   return result;
 }
 
-/** @internal */
-export async function describeOne(session: Session, name: string): Promise<BootEnvironment> {
+async function describeOne(session: Session, name: string): Promise<BootEnvironment> {
   const found = (await describe(session, session.state)).find((environment) => environment.name === name);
   if (found === undefined) throw new BootenvError('INTERNAL', `${name} vanished`);
   return found;
-}
-
-/**
- * Snapshots `source` (a subvolume path) to @bootenv/NAME and points the new
- * BE's /etc/fstab at it. Deleted again if `scope` aborts.
- */
-/** @internal */
-export async function makeBootEnvironment(scope: Scope, session: Session, state: BootenvState, name: string, source: Subvolume, description: string): Promise<Subvolume> {
-  const target = path.join(session.top, CONTAINER, name);
-  if (await pathExists(target)) {
-    throw new BootenvError('EXISTS', `${CONTAINER}/${name} already exists`, { hint: 'choose another name' });
-  }
-  await snapshotSubvolume(path.join(session.top, source.path), target);
-  scope.onAbort(`delete half-made ${CONTAINER}/${name}`, () => deleteSubvolume(target));
-  const fstab = path.join(target, 'etc/fstab');
-  await writeFileAtomic(fstab, rewriteFstabForBootEnvironment(await readText(fstab), `${CONTAINER}/${name}`, state.installedRoot));
-  await makeDirectory(path.join(target, INSTALLED_ROOT_MOUNTPOINT));
-  session.subvolumes = await listSubvolumes(session.top);
-  const created = session.subvolumes.find((subvolume) => subvolume.path === `${CONTAINER}/${name}`);
-  if (created === undefined) throw new BootenvError('INTERNAL', `snapshot ${CONTAINER}/${name} is not listed by btrfs`);
-  state.environments[created.uuid] = { originUuid: source.uuid, created: new Date().toISOString(), description };
-  return created;
 }
 
 /** Exits quietly when this system can use BEs; throws the reason otherwise. Changes nothing. */
@@ -390,12 +192,11 @@ export async function initialize(options: InitOptions = {}): Promise<BootEnviron
 }
 
 async function defaultInitialName(rootPath: string): Promise<string> {
-  const text = (await readTextIfExists(path.join(rootPath, 'etc/os-release'))) ?? (await readTextIfExists(path.join(rootPath, 'usr/lib/os-release'))) ?? '';
-  const field = (key: string) => new RegExp(`^${key}="?([^"\\n]*)"?$`, 'm').exec(text)?.[1];
-  return sanitizeName([field('ID'), field('VERSION_ID')].filter(Boolean).join('-')) ?? 'initial';
+  const { id, versionId } = await readOsRelease(rootPath);
+  return sanitizeName([id, versionId].filter(Boolean).join('-')) ?? 'initial';
 }
 
-/** Lists the BEs (no lock; mounts the top level privately for the duration). */
+/** Lists the BEs. Takes the lock and mounts the top level privately for the duration; changes nothing. */
 export async function listBootEnvironments(options: Options = {}): Promise<BootEnvironment[]> {
   return withScope(async (scope) => {
     const session = await openSession(scope, options, 'allow');
@@ -423,7 +224,7 @@ export async function createBootEnvironment(options: CreateOptions): Promise<Boo
     if (options.activate) {
       await requireBootable(session, options.name, created);
       state.defaultUuid = created.uuid;
-      await clearOneShot(scope, session, state);
+      await cancelOneShot(scope, installedRootPath(session, state));
     }
     await saveState(scope, session, state);
     await refreshBootMenu(scope, session, state);
@@ -441,13 +242,6 @@ function sourceFor(session: Session, state: BootenvState, name: string | undefin
     throw new BootenvError('NOT_FOUND', 'not booted into a BE and no default BE is set', { hint: 'name a source with -e' });
   }
   return source.subvolume;
-}
-
-/** @internal */
-export async function clearOneShot(scope: Scope, session: Session, state: BootenvState): Promise<void> {
-  if ((await oneShotName(session, state)) !== undefined) {
-    await setGrubenvVariable(scope, installedRootPath(session, state), 'next_entry', undefined);
-  }
 }
 
 export interface ActivateOptions extends Options {
@@ -468,16 +262,13 @@ export async function activateBootEnvironment(name: string, options: ActivateOpt
     const subvolume = findBootEnvironment(session, name);
     await requireBootable(session, name, subvolume);
     if (options.temporary) {
-      if ((await oneShotEntries(session, state)).tried !== undefined) {
-        await setGrubenvVariable(scope, installedRootPath(session, state), TRIED_ONE_SHOT, undefined);
-      }
-      await setGrubenvVariable(scope, installedRootPath(session, state), 'next_entry', menuEntryId(name));
+      await scheduleOneShot(scope, installedRootPath(session, state), name);
     } else {
       const pending = await readPending();
       // Choosing another BE drops this boot's pending apt changes from apt's view (the BE stays).
-      if (pending !== undefined && pending.uuid !== subvolume.uuid) await clearPending();
+      if (pending !== undefined && pending.uuid !== subvolume.uuid) await clearPending(scope, session, pending);
       state.defaultUuid = subvolume.uuid;
-      await clearOneShot(scope, session, state);
+      await cancelOneShot(scope, installedRootPath(session, state));
       await saveState(scope, session, state);
       await refreshBootMenu(scope, session, state);
     }
@@ -513,7 +304,7 @@ export async function completeBoot(options: CompleteBootOptions = {}): Promise<B
   return withScope(async (scope) => {
     const session = await openSession(scope, options);
     const state = requireState(session);
-    const { pending: oneShot, tried } = await oneShotEntries(session, state);
+    const { pending: oneShot, tried } = await readOneShot(installedRootPath(session, state));
     const booted = bootEnvironmentSubvolumes(session).find(({ subvolume }) => subvolume.path === session.probe.bootedSubvolume);
     let cleared: string | null = null;
     // A BE booted while a one-shot is pending: either the one-shot BE itself (done), or another one
@@ -521,11 +312,11 @@ export async function completeBoot(options: CompleteBootOptions = {}): Promise<B
     // spent: later boots go back to the default. Usually the initramfs took it already (tried): this
     // boot is either that BE's, or a later one's because that BE failed after its initramfs.
     if (oneShot !== undefined && booted !== undefined) {
-      await setGrubenvVariable(scope, installedRootPath(session, state), 'next_entry', undefined);
+      await cancelOneShot(scope, installedRootPath(session, state));
       cleared = oneShot;
     }
     if (tried !== undefined && booted !== undefined) {
-      await setGrubenvVariable(scope, installedRootPath(session, state), TRIED_ONE_SHOT, undefined);
+      await forgetTriedOneShot(scope, installedRootPath(session, state));
       cleared ??= tried;
     }
     const result: BootCompletion = { cleared, oneShotBooted: cleared === null ? null : cleared === booted?.name, markedGood: null };
@@ -560,7 +351,7 @@ export async function destroyBootEnvironment(name: string, options: DestroyOptio
     if (subvolume.uuid === state.defaultUuid) {
       throw new BootenvError('BUSY', `${name} is the default BE for the next boot`, { hint: 'activate another BE first' });
     }
-    if ((await oneShotName(session, state)) === name) {
+    if ((await readOneShot(installedRootPath(session, state))).pending === name) {
       throw new BootenvError('BUSY', `${name} is activated for the next boot (one-shot)`, { hint: 'activate another BE first' });
     }
     const mounts = extraMounts(session.probe, session.probe.mounts, subvolume.path);
@@ -570,11 +361,7 @@ export async function destroyBootEnvironment(name: string, options: DestroyOptio
       });
     }
     for (const mount of mounts) await unmount(mount.mountPoint, true);
-    delete state.environments[subvolume.uuid];
-    session.subvolumes = session.subvolumes.filter((candidate) => candidate.uuid !== subvolume.uuid);
-    await saveState(scope, session, state);
-    await refreshBootMenu(scope, session, state);
-    await deleteSubvolume(path.join(session.top, subvolume.path));
+    await forgetBootEnvironment(scope, session, { uuid: subvolume.uuid, subvolume: subvolume.path }, true);
     return { name, subvolume: subvolume.path };
   });
 }
@@ -596,7 +383,7 @@ export async function renameBootEnvironment(from: string, to: string, options: O
     const oldPath = path.join(session.top, subvolume.path);
     const newPath = path.join(session.top, CONTAINER, to);
     if (await pathExists(newPath)) throw new BootenvError('EXISTS', `${CONTAINER}/${to} already exists`);
-    const wasOneShot = (await oneShotName(session, state)) === from;
+    const wasOneShot = (await readOneShot(installedRootPath(session, state))).pending === from;
     await renamePath(oldPath, newPath);
     scope.onAbort(`rename ${to} back to ${from}`, () => renamePath(newPath, oldPath));
     const fstab = path.join(newPath, 'etc/fstab');
@@ -604,7 +391,7 @@ export async function renameBootEnvironment(from: string, to: string, options: O
     await writeFileAtomic(fstab, rewriteFstabForBootEnvironment(previousFstab, `${CONTAINER}/${to}`, state.installedRoot));
     scope.onAbort(`restore ${from}'s fstab`, () => writeFileAtomic(fstab, previousFstab));
     session.subvolumes = await listSubvolumes(session.top);
-    if (wasOneShot) await setGrubenvVariable(scope, installedRootPath(session, state), 'next_entry', menuEntryId(to));
+    if (wasOneShot) await renameOneShot(scope, installedRootPath(session, state), to);
     await refreshBootMenu(scope, session, state);
     return describeOne(session, to);
   });
@@ -636,8 +423,8 @@ export async function mountBootEnvironment(name: string, directory: string | und
       }
       if (await makeDirectory(target)) scope.onAbort(`remove ${target}`, () => removeEmptyDirectory(target));
     }
-    await mountBtrfs(session.probe.device, target, `subvol=/${subvolume.path}`);
-    session.probe.mounts = await currentMounts();
+    await mountBtrfs(scope, session.probe.device, target, `subvol=/${subvolume.path}`, 'kept');
+    session.probe.mounts = await readMountTable();
     return describeOne(session, name);
   });
 }
@@ -658,7 +445,7 @@ export async function unmountBootEnvironment(name: string, options: Options = {}
       await unmount(mount.mountPoint, true);
       if (mount.mountPoint.startsWith(MOUNT_PREFIX)) await removeEmptyDirectory(mount.mountPoint);
     }
-    session.probe.mounts = await currentMounts();
+    session.probe.mounts = await readMountTable();
     return describeOne(session, name);
   });
 }

@@ -11,14 +11,14 @@
 import path from 'node:path';
 import { filesystemGeometry, flushDeviceCache, qgroupUsage, subvolumeTreeIds, subvolumeTreeReferences, syncFilesystem } from '../btrfs/commands.js';
 import type { TreeReferences } from '../btrfs/dump-tree.js';
-import { mountAt, parseMountInfo } from '../btrfs/mountinfo.js';
+import { mountAt, readMountTable } from '../btrfs/mountinfo.js';
 import type { Subvolume } from '../btrfs/parse.js';
 import { inlineLimit } from '../dedupe/plan.js';
 import { countReferences, measureSubvolumeSpace, QUOTA_TOLERANCE, relativeDifference } from '../dedupe/space.js';
 import { BootenvError } from '../errors.js';
-import { readText } from '../sys/fs.js';
 import { withScope } from '../sys/scope.js';
-import { bootEnvironmentSubvolumes, findBootEnvironment, notify, openSession, requireState, type Options, type Session } from './library.js';
+import { bootEnvironmentSubvolumes, findBootEnvironment, requireState, type Options, type Session } from './session.js';
+import { openSession } from './transaction.js';
 import { packagesOfRoots, shareUnchangedFiles, type PassProgress, type SkipUnchangedReport } from './skip-unchanged.js';
 import { assertValidName } from './names.js';
 import type { BootenvState } from './state.js';
@@ -35,7 +35,7 @@ function nameOf(session: Session, state: BootenvState, subvolume: Subvolume): st
 }
 
 async function topInlineLimit(session: Session): Promise<number> {
-  return inlineLimit(mountAt(parseMountInfo(await readText('/proc/self/mountinfo')), session.top)?.superOptions ?? '');
+  return inlineLimit(mountAt(await readMountTable(), session.top)?.superOptions ?? '');
 }
 
 export interface DedupeOptions extends Options {
@@ -139,7 +139,7 @@ async function readSubvolumeTrees(session: Session, devices: readonly string[], 
 /**
  * Audits the named BEs (all when `names` is empty). Reads only (commits the
  * filesystem and drops its devices' page cache first); mounts the top level
- * privately. Needs root. Notes (notify) each BE whose quota groups disagree
+ * privately. Needs root. Tells the user (session.notify) each BE whose quota groups disagree
  * with the counted numbers by more than 1 %. Throws NOT_FOUND, INVALID_NAME,
  * COMMAND_FAILED or PARSE when a tree cannot be read.
  */
@@ -187,7 +187,7 @@ export async function auditBootEnvironments(names: readonly string[], options: A
               agrees: relativeDifference(space.referencedBytes, usage.referencedBytes) <= QUOTA_TOLERANCE && relativeDifference(space.exclusiveBytes, usage.exclusiveBytes) <= QUOTA_TOLERANCE,
             };
       if (quota !== null && !quota.agrees) {
-        notify(
+        session.notify(
           `${name}: the quota groups say referenced ${quota.referencedBytes} and exclusive ${quota.exclusiveBytes} bytes, its tree ${space.referencedBytes} and ${space.exclusiveBytes}; ` +
             'quota groups are out of date after some operations: run btrfs quota rescan -w and audit again',
         );

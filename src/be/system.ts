@@ -3,10 +3,9 @@
  * read from /proc/self/mountinfo (not the kernel command line), and whether
  * that layout can hold BEs. Every refusal says what to do instead.
  */
-import { mountAt, parseMountInfo, subvolumePathOf, type MountInfo } from '../btrfs/mountinfo.js';
+import { mountAt, readMountTable, subvolumePathOf, type MountInfo } from '../btrfs/mountinfo.js';
 import { BootenvError } from '../errors.js';
 import { haveProgram } from '../sys/exec.js';
-import { readText } from '../sys/fs.js';
 
 export interface SystemProbe {
   mounts: MountInfo[];
@@ -26,7 +25,7 @@ const REQUIRED_PROGRAMS = ['btrfs', 'mount', 'umount', 'chroot', 'flock'];
  * Changes nothing.
  */
 export async function probeSystem(): Promise<SystemProbe> {
-  const mounts = parseMountInfo(await readText('/proc/self/mountinfo'));
+  const mounts = await readMountTable();
   const root = mountAt(mounts, '/');
   if (root === undefined) throw new BootenvError('UNSUPPORTED', 'no mount for / in /proc/self/mountinfo');
   if (root.fsType !== 'btrfs') {

@@ -1,7 +1,19 @@
 /**
- * The apt transaction: how one apt run's dpkg calls land in a new BE. Its
- * steps run in apt's separate processes (tukit's keep/resume), tied together
- * by the runtime record in /run/bootenv/txn:
+ * The apt transaction, whole: how one apt run's dpkg calls land in a new BE —
+ * its forward path, its one abort, the recovery of a transaction that was
+ * interrupted, and its records in /run/bootenv (which a reboot clears by
+ * design):
+ *   txn/       the transaction under way: txn.json, the new BE mounted at
+ *              txn/root with its chroot filesystems, and pre-images of the
+ *              files apt writes before dpkg runs (extended_states, debconf's
+ *              databases), put back once the BE holds apt's version;
+ *   pending/   the BE made by this boot's apt runs: pending.json, the BE
+ *              mounted at pending/root, and apt.conf, which apt reads through
+ *              /etc/apt/apt.conf.d/51bootenv-pending so that later apt runs
+ *              plan against the pending BE's dpkg status.
+ *
+ * The steps run in apt's separate processes (tukit's keep/resume), tied
+ * together by txn.json, which names the apt process (pid and start time):
  *   prepare  (DPkg::Pre-Install-Pkgs, before apt writes extended_states and
  *            debconf preconfigures) saves pre-images of those files;
  *   enter    (every state-changing dpkg call, via /usr/lib/bootenv/dpkg) makes
@@ -10,73 +22,62 @@
  *            mounts the BE with /proc, /sys, /dev, a fresh /run, the host's /tmp,
  *            apt's archives and the directories of the .debs, plus a
  *            policy-rc.d that forbids starting services; later calls reuse it;
- *   finish   (DPkg::Post-Invoke) finalizes: unmounts, drops apt's caches and
- *            .debs from the BE, copies this run's apt logs into it, makes its
- *            files identical to the base's share extents with it
- *            (skip-unchanged, ./skip-unchanged.ts), records the
+ *   finish   (DPkg::Post-Invoke) finalizes: unmounts, drops apt's caches and .debs from the BE,
+ *            copies this run's apt logs into it, makes its files identical to
+ *            the base's share extents (./skip-unchanged.ts), records the
  *            packages and command line, activates it, and makes it this boot's
- *            pending BE (replacing the previous pending one) — or, after a
- *            dpkg failure, aborts: the BE is deleted and nothing else changed.
- * Abort is the default: a transaction whose apt dies is aborted by the next
- * bootenv invocation. If no BE can be made, dpkg never runs on the real root
- * (unless divert = auto).
+ *            pending BE (replacing the previous pending one).
+ * Abort is the default outcome and has one implementation, abortTransaction:
+ * after a dpkg failure, a failed finalize, and for a transaction whose apt died
+ * (recovery, which every session runs first). The BE is forgotten and deleted,
+ * the pre-images restored; the pending BE and the running root stay as they
+ * were before apt started. If no BE can be made, dpkg never runs on the real
+ * root (unless divert = auto).
  */
 import path from 'node:path';
-import { deleteSubvolume } from '../btrfs/commands.js';
 import { classifyDpkgArguments } from '../apt/dpkg-args.js';
-import { mountAt, parseMountInfo } from '../btrfs/mountinfo.js';
+import { parsePreInstallPkgsInput, type PackageAction } from '../apt/hook-input.js';
+import { isMountPoint, mountAt, readMountTable } from '../btrfs/mountinfo.js';
 import { inlineLimit } from '../dedupe/plan.js';
-import { parsePreInstallPkgsInput } from '../apt/hook-input.js';
 import { BootenvError } from '../errors.js';
 import {
   appendFromOffset,
   fileSize,
   isDirectory,
   listDirectory,
+  makeDirectory,
+  modificationTime,
   pathExists,
-  readText,
   readTextIfExists,
   realPath,
+  removeEmptyDirectory,
   removeFile,
+  removeTree,
   renamePath,
+  restoreFileCopy,
+  saveFileCopy,
+  setModificationTime,
   writeFileAtomic,
-  makeDirectory,
+  type SavedFile,
 } from '../sys/fs.js';
-import { bindMount, mountBtrfs, mountChrootFilesystems, unmount } from '../sys/mount.js';
+import { bindMount, detachMount, mountBtrfs, mountChrootFilesystems, RUNTIME_DIRECTORY, unmount } from '../sys/mount.js';
+import { processInfo, stopProcessesRootedIn } from '../sys/process.js';
 import { withScope, type Scope } from '../sys/scope.js';
 import { CONFIG_FILE, DEFAULT_CONFIG, nameFromTemplate, parseConfig, type BootenvConfig } from './config.js';
-import {
-  bootEnvironmentSubvolumes,
-  makeBootEnvironment,
-  notify,
-  openSession,
-  refreshBootMenu,
-  requireState,
-  saveState,
-  type Options,
-  type Session,
-} from './library.js';
+import { forgetBootEnvironment, makeBootEnvironment, refreshBootMenu } from './environments.js';
 import { assertValidName } from './names.js';
+import { beginSession, bootEnvironmentSubvolumes, requireState, saveState, type Options, type Session } from './session.js';
 import { packagesOfActions, passFailure, shareUnchangedFiles, type SkipUnchangedReport } from './skip-unchanged.js';
-import {
-  PENDING_ROOT,
-  TRANSACTION_ROOT,
-  abortTransaction,
-  clearPending,
-  findAptProcess,
-  isMountPoint,
-  processStartTime,
-  readPending,
-  readTransaction,
-  removeTransactionRecord,
-  restorePreImages,
-  savePreImages,
-  unmountTransaction,
-  writePending,
-  writeTransaction,
-  type TransactionRecord,
-} from './runtime.js';
 import { CONTAINER, type BootenvState } from './state.js';
+
+const TRANSACTION_DIRECTORY = `${RUNTIME_DIRECTORY}/txn`;
+const TRANSACTION_ROOT = `${TRANSACTION_DIRECTORY}/root`;
+const TRANSACTION_FILE = `${TRANSACTION_DIRECTORY}/txn.json`;
+const PREIMAGE_DIRECTORY = `${TRANSACTION_DIRECTORY}/preimage`;
+const PENDING_DIRECTORY = `${RUNTIME_DIRECTORY}/pending`;
+const PENDING_ROOT = `${PENDING_DIRECTORY}/root`;
+const PENDING_APT_CONF = `${PENDING_DIRECTORY}/apt.conf`;
+const PENDING_FILE = `${PENDING_DIRECTORY}/pending.json`;
 
 /** Files in the running root that apt or debconf may write before the first dpkg call. */
 const RUNNING_ROOT_PRE_DPKG_FILES = [
@@ -92,15 +93,84 @@ const APT_LOGS = ['/var/log/apt/history.log', '/var/log/apt/term.log'];
 const POLICY_RC_D = '/usr/sbin/policy-rc.d';
 const POLICY_RC_D_SAVED = '/usr/sbin/policy-rc.d.bootenv-saved';
 const ARCHIVES = '/var/cache/apt/archives';
+/** Processes between apt and bootenv: apt runs its hooks through `sh -c`, and they reach beadm through the apt-hook script. */
+const INTERMEDIATE_COMMANDS = ['sh', 'dash', 'bash', 'apt-hook'];
+
+interface PreImage {
+  /** Absolute path of the file apt may write (in the running root or the pending BE). */
+  path: string;
+  saved: SavedFile | null;
+}
+
+interface PreImages {
+  files: PreImage[];
+  /** Modification times of the files' directories, which apt's renames change. */
+  directories: Array<{ path: string; mtime: string }>;
+}
+
+interface TransactionRecord {
+  aptPid: number;
+  aptStartTime: string;
+  started: string;
+  /** dpkg runs in place (divert = auto on a system that cannot make a BE). */
+  passthrough: boolean;
+  /** apt's command line, for the BE's metadata. */
+  command: string[];
+  actions: PackageAction[];
+  preImages: PreImages;
+  preImagesRestored: boolean;
+  /** Byte sizes of apt's logs in the running root when the transaction began. */
+  logOffsets: Record<string, number>;
+  /** Set once the snapshot exists. */
+  environment: { name: string; uuid: string; subvolume: string; baseUuid: string; basePending: boolean } | null;
+  /** Mount points under TRANSACTION_ROOT, in the order they were made. */
+  mounts: string[];
+  /** Whether the BE had a policy-rc.d of its own, moved aside while dpkg runs. */
+  policyRcdSaved: boolean;
+  dpkgFailed: number | null;
+}
+
+/** The BE made by this boot's apt runs, which later apt runs stack onto. */
+export interface PendingRecord {
+  name: string;
+  uuid: string;
+  subvolume: string;
+}
+
+// ---------------------------------------------------------------------------
+// Sessions: every operation opens one here, so that what an interrupted
+// transaction left is cleaned up before anything else looks at the BEs.
+
+/**
+ * How an operation meets an apt transaction under way: `refuse` (BUSY: it
+ * would change BEs under apt), `allow` (reading, or the transaction's own steps).
+ */
+type DuringTransaction = 'refuse' | 'allow';
+
+/**
+ * Starts an operation (see beginSession: probe, global lock, private top-level
+ * mount, state), after cleaning up interrupted apt transactions (their undo is
+ * done and stays done whatever the operation does next). Refuses (BUSY) while
+ * an apt transaction is under way unless `during` is 'allow'. Needs root.
+ */
+export async function openSession(scope: Scope, options: Options, during: DuringTransaction = 'refuse'): Promise<Session> {
+  const session = await beginSession(scope, options);
+  await withScope((recovery) => recoverInterruptedTransactions(recovery, session));
+  const live = await readTransaction();
+  if (during === 'refuse' && live !== undefined) {
+    throw new BootenvError('BUSY', `apt (pid ${live.aptPid}) is installing into a new boot environment`, {
+      hint: 'wait for apt to finish and try again',
+    });
+  }
+  return session;
+}
+
+// ---------------------------------------------------------------------------
+// The forward path.
 
 export async function loadConfig(): Promise<BootenvConfig> {
   const text = await readTextIfExists(CONFIG_FILE);
   return text === undefined ? DEFAULT_CONFIG : parseConfig(text);
-}
-
-async function aptCommandLine(pid: number): Promise<string[]> {
-  const text = (await readTextIfExists(`/proc/${pid}/cmdline`)) ?? '';
-  return text.split('\0').filter((word) => word !== '');
 }
 
 /**
@@ -129,19 +199,24 @@ async function reasonToRunInPlace(config: BootenvConfig, options: Options): Prom
   }
 }
 
-async function startInPlace(aptPid: number, reason: string): Promise<void> {
-  notify(`${reason}: dpkg runs in place, without a boot environment`);
+async function startInPlace(aptPid: number, reason: string, options: Options): Promise<void> {
+  options.onNotice?.(`${reason}: dpkg runs in place, without a boot environment`);
   await writeTransaction(await newRecord(aptPid, true));
 }
 
+async function aptCommandLine(pid: number): Promise<string[]> {
+  const text = (await readTextIfExists(`/proc/${pid}/cmdline`)) ?? '';
+  return text.split('\0').filter((word) => word !== '');
+}
+
 async function newRecord(aptPid: number, passthrough: boolean): Promise<TransactionRecord> {
-  const startTime = await processStartTime(aptPid);
-  if (startTime === undefined) throw new BootenvError('INTERNAL', `apt process ${aptPid} is gone`);
+  const apt = await processInfo(aptPid);
+  if (apt === undefined) throw new BootenvError('INTERNAL', `apt process ${aptPid} is gone`);
   const logOffsets: Record<string, number> = {};
   for (const log of APT_LOGS) logOffsets[log] = await fileSize(log);
   return {
     aptPid,
-    aptStartTime: startTime,
+    aptStartTime: apt.startTime,
     started: new Date().toISOString(),
     passthrough,
     command: await aptCommandLine(aptPid),
@@ -173,7 +248,7 @@ export async function prepareTransaction(input: string, options: Options = {}): 
   const aptPid = await findAptProcess(process.ppid);
   const config = await loadConfig();
   const reason = await reasonToRunInPlace(config, options);
-  if (reason !== undefined) return startInPlace(aptPid, reason);
+  if (reason !== undefined) return startInPlace(aptPid, reason, options);
   await withScope(async (scope) => {
     const session = await openSession(scope, options, 'allow');
     requireState(session);
@@ -193,7 +268,7 @@ export async function prepareTransaction(input: string, options: Options = {}): 
  * The dpkg wrapper's call: makes (at the first call) or resumes this apt run's
  * BE and returns the directory to chroot into for `dpkgArgs`, or '' when dpkg
  * is to run in place (see reasonToRunInPlace). Throws — and dpkg then does
- * not run — when no BE can be made.
+ * not run — when no BE can be made; what this call made is undone then.
  */
 export async function enterTransaction(dpkgParentPid: number, dpkgArgs: readonly string[], options: Options = {}): Promise<string> {
   const aptPid = await findAptProcess(dpkgParentPid);
@@ -202,7 +277,7 @@ export async function enterTransaction(dpkgParentPid: number, dpkgArgs: readonly
   const config = await loadConfig();
   const reason = existing === undefined ? await reasonToRunInPlace(config, options) : undefined;
   if (reason !== undefined) {
-    await startInPlace(aptPid, reason);
+    await startInPlace(aptPid, reason, options);
     return '';
   }
   return withScope(async (scope) => {
@@ -210,7 +285,7 @@ export async function enterTransaction(dpkgParentPid: number, dpkgArgs: readonly
     const state = requireState(session);
     const record = requireOwnTransaction(await readTransaction(), aptPid) ?? (await newRecord(aptPid, false));
     if (record.environment === null) await openBootEnvironment(scope, session, state, record, config);
-    await bindDebDirectories(record, dpkgArgs);
+    await bindDebDirectories(scope, record, dpkgArgs);
     await writeTransaction(record);
     return TRANSACTION_ROOT;
   });
@@ -249,10 +324,9 @@ async function openBootEnvironment(
   record.preImagesRestored = true;
 
   await makeDirectory(TRANSACTION_ROOT, 0o755);
-  await mountBtrfs(session.probe.device, TRANSACTION_ROOT, `subvol=/${subvolume}`);
-  scope.onAbort(`unmount ${TRANSACTION_ROOT}`, () => unmount(TRANSACTION_ROOT, true));
+  await mountBtrfs(scope, session.probe.device, TRANSACTION_ROOT, `subvol=/${subvolume}`, 'kept');
   record.mounts.push(TRANSACTION_ROOT);
-  record.mounts.push(...(await mountChrootFilesystems(scope, TRANSACTION_ROOT, { hostTmp: true, binds: [ARCHIVES], persist: true })));
+  record.mounts.push(...(await mountChrootFilesystems(scope, TRANSACTION_ROOT, { hostTmp: true, binds: [ARCHIVES], lifetime: 'kept' })));
 
   const policy = `${TRANSACTION_ROOT}${POLICY_RC_D}`;
   if (await pathExists(policy)) {
@@ -263,7 +337,7 @@ async function openBootEnvironment(
 }
 
 /** Makes the directories of the .debs dpkg will read visible at the same paths inside the BE. */
-async function bindDebDirectories(record: TransactionRecord, dpkgArgs: readonly string[]): Promise<void> {
+async function bindDebDirectories(scope: Scope, record: TransactionRecord, dpkgArgs: readonly string[]): Promise<void> {
   const invocation = classifyDpkgArguments(dpkgArgs);
   const debs = [...invocation.debs];
   for (const directory of invocation.recursiveDirectories) {
@@ -277,7 +351,7 @@ async function bindDebDirectories(record: TransactionRecord, dpkgArgs: readonly 
     const target = `${TRANSACTION_ROOT}${directory}`;
     if (record.mounts.includes(target) || !(await isDirectory(directory))) continue;
     await makeDirectory(target);
-    await bindMount(directory, target);
+    await bindMount(scope, directory, target, 'kept');
     record.mounts.push(target);
   }
 }
@@ -306,31 +380,37 @@ export type TransactionOutcome =
 
 /**
  * DPkg::Post-Invoke: finalizes this apt run's transaction (see the file
- * comment) or aborts it after a dpkg failure.
+ * comment), or aborts it after a dpkg failure. When finalizing fails, the transaction is aborted and
+ * the error thrown, so that apt reports the run as failed.
  */
 export async function finishTransaction(options: Options = {}): Promise<TransactionOutcome> {
   const aptPid = await findAptProcess(process.ppid);
-  return withScope(async (scope) => {
+  let finalizeError: unknown;
+  const outcome = await withScope(async (scope): Promise<TransactionOutcome> => {
     const initial = await readTransaction();
-    if (initial === undefined || initial.aptPid !== aptPid) return { outcome: 'none' } as const;
+    if (initial === undefined || initial.aptPid !== aptPid) return { outcome: 'none' };
     if (initial.passthrough) {
       await removeTransactionRecord();
-      return { outcome: 'in-place' } as const;
+      return { outcome: 'in-place' };
     }
     const session = await openSession(scope, options, 'allow');
     const state = requireState(session);
     const record = requireOwnTransaction(await readTransaction(), aptPid) as TransactionRecord;
     if (record.environment === null || record.dpkgFailed !== null) {
-      await abortTransaction(record, session.top, state);
-      return { outcome: 'aborted', name: record.environment?.name ?? null, dpkgStatus: record.dpkgFailed } as const;
+      await abortTransaction(scope, session, record);
+      return { outcome: 'aborted', name: record.environment?.name ?? null, dpkgStatus: record.dpkgFailed };
     }
     try {
-      return await finalize(scope, session, state, record);
+      // Its own scope: a failing finalize undoes its own steps, then the abort below is kept.
+      return await withScope((finalizing) => finalize(finalizing, session, state, record));
     } catch (error) {
-      await abortTransaction(record, session.top, state);
-      throw error;
+      finalizeError = error;
+      await abortTransaction(scope, session, record);
+      return { outcome: 'aborted', name: record.environment.name, dpkgStatus: null };
     }
   });
+  if (finalizeError !== undefined) throw finalizeError;
+  return outcome;
 }
 
 async function finalize(
@@ -365,24 +445,18 @@ async function finalize(
 
   let replaced: string | null = null;
   const pending = await readPending();
+  if (pending !== undefined) await clearPending(scope, session, pending);
   if (environment.basePending && pending !== undefined && pending.uuid === environment.baseUuid) {
-    await clearPending();
-    const previous = path.join(session.top, pending.subvolume);
     // The replaced BE was never booted: the new one descends from what it descended from.
     entry.originUuid = state.environments[pending.uuid]?.originUuid ?? entry.originUuid;
-    delete state.environments[pending.uuid];
-    session.subvolumes = session.subvolumes.filter((subvolume) => subvolume.uuid !== pending.uuid);
-    await saveState(scope, session, state);
-    await refreshBootMenu(scope, session, state);
-    await deleteSubvolume(previous);
+    await forgetBootEnvironment(scope, session, pending, true);
     replaced = pending.name;
   } else {
     await saveState(scope, session, state);
     await refreshBootMenu(scope, session, state);
   }
-  if (pending !== undefined && replaced === null) await clearPending();
   await makeDirectory(PENDING_ROOT, 0o755);
-  if (!(await isMountPoint(PENDING_ROOT))) await mountBtrfs(session.probe.device, PENDING_ROOT, `subvol=/${environment.subvolume}`);
+  if (!(await isMountPoint(PENDING_ROOT))) await mountBtrfs(scope, session.probe.device, PENDING_ROOT, `subvol=/${environment.subvolume}`, 'kept');
   await writePending({ name: environment.name, uuid: environment.uuid, subvolume: environment.subvolume });
   await removeTransactionRecord();
   return { outcome: 'finished', name: environment.name, subvolume: environment.subvolume, replaced, skipUnchanged };
@@ -399,7 +473,7 @@ async function skipUnchangedFromBase(session: Session, record: TransactionRecord
   const base = session.subvolumes.find((subvolume) => subvolume.uuid === environment.baseUuid);
   if (base === undefined) return { error: 'the BE it was made from is gone' };
   try {
-    const topMount = mountAt(parseMountInfo(await readText('/proc/self/mountinfo')), session.top);
+    const topMount = mountAt(await readMountTable(), session.top);
     return await shareUnchangedFiles({
       originRoot: path.join(session.top, base.path),
       targetRoot: path.join(session.top, environment.subvolume),
@@ -409,4 +483,174 @@ async function skipUnchangedFromBase(session: Session, record: TransactionRecord
   } catch (error) {
     return { error: passFailure(error) };
   }
+}
+
+// ---------------------------------------------------------------------------
+// Abort and recovery.
+
+/**
+ * The one way a transaction ends without a BE: stops what still runs in its
+ * chroot, unmounts it, forgets and deletes its half-made BE (if it got that
+ * far), restores the pre-images, forgets the runtime record. Leaves the
+ * pending BE and the running root as they were before apt started. Its state
+ * change goes through `scope`, whose caller commits it: an abort stays done.
+ */
+async function abortTransaction(scope: Scope, session: Session, record: TransactionRecord): Promise<void> {
+  await stopProcessesRootedIn(TRANSACTION_ROOT);
+  await unmountTransaction(record);
+  if (record.environment !== null) await forgetBootEnvironment(scope, session, record.environment, false);
+  if (!record.preImagesRestored) await restorePreImages(record.preImages);
+  await removeTransactionRecord();
+}
+
+/**
+ * Cleans what an interrupted transaction left: a runtime record whose apt is
+ * gone (apt killed, Post-Invoke never ran) is aborted; a BE that the state
+ * still marks as being made, with no live transaction for it (the machine went
+ * down mid-transaction), is forgotten and deleted. Tells the user each thing
+ * it cleaned.
+ */
+async function recoverInterruptedTransactions(scope: Scope, session: Session): Promise<void> {
+  const record = await readTransaction();
+  let live: TransactionRecord | undefined;
+  if (record !== undefined) {
+    if (await isAlive(record)) live = record;
+    else {
+      await abortTransaction(scope, session, record);
+      session.notify(`aborted the transaction of apt (pid ${record.aptPid}), which ended without finishing it`);
+    }
+  }
+  for (const [uuid, entry] of Object.entries(session.state?.environments ?? {})) {
+    if (entry.transaction?.open !== true || live?.environment?.uuid === uuid) continue;
+    await forgetBootEnvironment(scope, session, { uuid, subvolume: entry.transaction.subvolume }, false);
+    session.notify(`deleted ${entry.transaction.subvolume}, left half-made by an interrupted apt run`);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Which apt a step belongs to.
+
+/**
+ * The apt process a hook or dpkg call belongs to: the first ancestor from
+ * `startPid` on that is not one of INTERMEDIATE_COMMANDS, and then the
+ * topmost of a chain of processes of that name, because apt forks a child of
+ * itself for part of its work (measured with apt 2.6: Post-Invoke runs under
+ * such a child, Pre-Install-Pkgs and dpkg under the parent).
+ */
+async function findAptProcess(startPid: number): Promise<number> {
+  let pid = startPid;
+  for (let depth = 0; depth < 8; depth += 1) {
+    const info = await processInfo(pid);
+    if (info === undefined) break;
+    if (INTERMEDIATE_COMMANDS.includes(info.command)) {
+      pid = info.parentPid;
+      continue;
+    }
+    let current = info;
+    for (;;) {
+      const parent = await processInfo(current.parentPid);
+      if (parent === undefined || parent.command !== current.command) return current.pid;
+      current = parent;
+    }
+  }
+  throw new BootenvError('INTERNAL', `cannot find the apt process above pid ${startPid}`);
+}
+
+async function isAlive(record: { aptPid: number; aptStartTime: string }): Promise<boolean> {
+  return (await processInfo(record.aptPid))?.startTime === record.aptStartTime;
+}
+
+// ---------------------------------------------------------------------------
+// The runtime records.
+
+async function readTransaction(): Promise<TransactionRecord | undefined> {
+  const text = await readTextIfExists(TRANSACTION_FILE);
+  return text === undefined ? undefined : (JSON.parse(text) as TransactionRecord);
+}
+
+async function writeTransaction(record: TransactionRecord): Promise<void> {
+  await makeDirectory(TRANSACTION_DIRECTORY, 0o700);
+  await writeFileAtomic(TRANSACTION_FILE, `${JSON.stringify(record, null, 2)}\n`, 0o600);
+}
+
+/** Forgets the transaction: its record, pre-images and (empty, unmounted) root directory. */
+async function removeTransactionRecord(): Promise<void> {
+  await removeTree(PREIMAGE_DIRECTORY);
+  await removeFile(TRANSACTION_FILE);
+  await removeEmptyDirectory(TRANSACTION_ROOT);
+  await removeEmptyDirectory(TRANSACTION_DIRECTORY);
+}
+
+/** Unmounts the transaction's mounts, newest first; a mount already gone is fine. */
+async function unmountTransaction(record: TransactionRecord): Promise<void> {
+  for (const target of [...record.mounts].reverse()) {
+    if (await isMountPoint(target)) await unmount(target, true);
+  }
+}
+
+/** Copies each file (or notes its absence), and its directory's mtime, before apt writes it. */
+async function savePreImages(paths: readonly string[]): Promise<PreImages> {
+  await makeDirectory(PREIMAGE_DIRECTORY, 0o700);
+  const files: PreImage[] = [];
+  for (const [index, file] of paths.entries()) {
+    files.push({ path: file, saved: await saveFileCopy(file, path.join(PREIMAGE_DIRECTORY, String(index))) });
+  }
+  const directories = [];
+  for (const directory of new Set(paths.map((file) => path.dirname(file)))) {
+    if (await pathExists(directory)) directories.push({ path: directory, mtime: await modificationTime(directory) });
+  }
+  return { files, directories };
+}
+
+/**
+ * Puts every pre-imaged file back as it was (content, mode, owner, mtime), or
+ * removes it if it did not exist, then the directories' mtimes.
+ */
+async function restorePreImages(preImages: PreImages): Promise<void> {
+  for (const preImage of preImages.files) {
+    if (preImage.saved === null) await removeFile(preImage.path);
+    else await restoreFileCopy(preImage.saved, preImage.path);
+  }
+  for (const directory of preImages.directories) await setModificationTime(directory.path, directory.mtime);
+}
+
+/** This boot's pending BE, if apt made one. */
+export async function readPending(): Promise<PendingRecord | undefined> {
+  const text = await readTextIfExists(PENDING_FILE);
+  return text === undefined ? undefined : (JSON.parse(text) as PendingRecord);
+}
+
+/** Makes `record` (mounted at PENDING_ROOT) the pending BE of this boot and points apt at it. */
+async function writePending(record: PendingRecord): Promise<void> {
+  await makeDirectory(PENDING_DIRECTORY, 0o755);
+  await writeFileAtomic(PENDING_FILE, `${JSON.stringify(record, null, 2)}\n`);
+  await writeFileAtomic(
+    PENDING_APT_CONF,
+    [
+      `// Written by bootenv: BE ${record.name} holds apt's changes since this boot; apt plans against it.`,
+      `Dir::State::status "${PENDING_ROOT}/var/lib/dpkg/status";`,
+      `Dir::State::extended_states "${PENDING_ROOT}/var/lib/apt/extended_states";`,
+      '',
+    ].join('\n'),
+  );
+}
+
+/**
+ * Forgets `pending` as this boot's pending BE (the BE itself stays) and
+ * detaches PENDING_ROOT — detached, not unmounted: the apt run that replaces
+ * the pending BE holds its dpkg lock files. apt.conf stays as an empty file,
+ * as bootenv's tmpfiles.d entry creates it at boot (apt prints a notice for a
+ * dangling conf symlink). If `scope` aborts, `pending` is pending again,
+ * mounted where it was.
+ */
+export async function clearPending(scope: Scope, session: Session, pending: PendingRecord): Promise<void> {
+  await writeFileAtomic(PENDING_APT_CONF, '// No boot environment is pending (bootenv).\n');
+  await removeFile(PENDING_FILE);
+  if (await isMountPoint(PENDING_ROOT)) await detachMount(PENDING_ROOT);
+  scope.onAbort(`make ${pending.name} pending again`, async () => {
+    if (!(await isMountPoint(PENDING_ROOT))) {
+      await withScope((remount) => mountBtrfs(remount, session.probe.device, PENDING_ROOT, `subvol=/${pending.subvolume}`, 'kept'));
+    }
+    await writePending(pending);
+  });
 }

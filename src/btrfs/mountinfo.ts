@@ -1,10 +1,12 @@
 /**
- * Parser for /proc/self/mountinfo and the questions bootenv asks of it: which
- * subvolume is mounted at `/` (the booted one — the kernel command line can lie
- * after a rename or a kexec, the mount table cannot), and where a given
- * subvolume of a filesystem is mounted.
+ * The mount table: the one place that reads /proc/self/mountinfo, its strict
+ * parser, and the questions bootenv asks of it: which subvolume is mounted at
+ * `/` (the booted one — the kernel command line can lie after a rename or a
+ * kexec, the mount table cannot), what is mounted at a path, and where a
+ * given subvolume of a filesystem is mounted.
  */
 import { BootenvError } from '../errors.js';
+import { readText } from '../sys/fs.js';
 
 export interface MountInfo {
   mountId: number;
@@ -42,6 +44,16 @@ export function parseMountInfo(text: string): MountInfo[] {
         superOptions: fields[separator + 3] ?? '',
       };
     });
+}
+
+/** This process's mount table, as it is now. */
+export async function readMountTable(): Promise<MountInfo[]> {
+  return parseMountInfo(await readText('/proc/self/mountinfo'));
+}
+
+/** Whether something is mounted at `target` now. */
+export async function isMountPoint(target: string): Promise<boolean> {
+  return mountAt(await readMountTable(), target) !== undefined;
 }
 
 /** The mount currently visible at `mountPoint` (the last one stacked there). */

@@ -16,7 +16,6 @@ import {
   listBootEnvironments,
   mountBootEnvironment,
   renameBootEnvironment,
-  takeNotices,
   unmountBootEnvironment,
   upgradeIntoBootEnvironment,
   type BootEnvironment,
@@ -78,9 +77,10 @@ function aptPid(value: string): number {
   return Number(value);
 }
 
-function libraryOptions(): Options {
+/** Options for every library call: the lock timeout from BOOTENV_LOCK_TIMEOUT, and where notices go. */
+function libraryOptions(onNotice: (sentence: string) => void): Options {
   const wait = process.env.BOOTENV_LOCK_TIMEOUT;
-  return wait !== undefined && /^\d+$/.test(wait) ? { lockWaitSeconds: Number(wait) } : {};
+  return { onNotice, ...(wait !== undefined && /^\d+$/.test(wait) ? { lockWaitSeconds: Number(wait) } : {}) };
 }
 
 function environmentReply(environment: BootEnvironment, sentence: string): Reply {
@@ -107,14 +107,19 @@ async function withProgressBar<T>(terminal: ProgressTerminal | undefined, body: 
   }
 }
 
-function buildProgram(setReply: (reply: Reply) => void, setScripted: (value: boolean) => void, terminal: ProgressTerminal | undefined): Command {
+function buildProgram(
+  setReply: (reply: Reply) => void,
+  setScripted: (value: boolean) => void,
+  onNotice: (sentence: string) => void,
+  terminal: ProgressTerminal | undefined,
+): Command {
   const program = new Command('beadm')
     .description('Manage boot environments (writable btrfs snapshots of the root filesystem) on Debian and Ubuntu.')
     .version(typeof BOOTENV_VERSION === 'string' ? BOOTENV_VERSION : 'development')
     .option('--json', 'print the result as one JSON document on stdout')
     .showHelpAfterError()
     .exitOverride();
-  const options = libraryOptions();
+  const options = libraryOptions(onNotice);
 
   program
     .command('check')
@@ -296,6 +301,8 @@ export async function runCli(argv: readonly string[], terminal?: ProgressTermina
   let reply: Reply | undefined;
   let scripted = false;
   let help = '';
+  // Notices are printed however the command ends: what was cleaned up on the way stays said on failure too.
+  const notices: string[] = [];
   const program = buildProgram(
     (value) => {
       reply = value;
@@ -303,6 +310,7 @@ export async function runCli(argv: readonly string[], terminal?: ProgressTermina
     (value) => {
       scripted = value;
     },
+    (sentence) => notices.push(`beadm: note: ${sentence}\n`),
     argv.includes('--json') ? undefined : terminal,
   );
   program.configureOutput({ writeOut: (text) => (help += text), writeErr: (text) => (help += text) });
@@ -323,11 +331,11 @@ export async function runCli(argv: readonly string[], terminal?: ProgressTermina
     if (isCheck && !verbose && !json) return { stdout: '', stderr: '', exitStatus: error.exitStatus };
     return {
       stdout: json ? renderErrorJson(error) : '',
-      stderr: renderError(error) + internalDetail(error),
+      stderr: notices.join('') + renderError(error) + internalDetail(error),
       exitStatus: error.exitStatus,
     };
   }
-  const notes = takeNotices().map((note) => `beadm: note: ${note}\n`).join('');
+  const notes = notices.join('');
   if (reply === undefined) return { stdout: help, stderr: notes, exitStatus: 0 };
   return { stdout: json && !scripted ? renderJson(reply.data) : reply.text, stderr: notes, exitStatus: reply.exitStatus ?? 0 };
 }

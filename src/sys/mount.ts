@@ -1,8 +1,10 @@
 /**
- * Mounts and unmounts. Temporary mounts (the btrfs top level, GRUB's home, the
- * chroot's /proc, /sys, /dev) are made through a Scope so that they are
- * unmounted, newest first, however the operation ends. Persistent mounts
- * (`beadm mount`) are the caller's to keep.
+ * Mounts and unmounts. Every mount is made through a Scope and registers its
+ * undo the moment it exists, with one of two lifetimes: `operation` mounts (the
+ * btrfs top level, GRUB's home, a chroot's /proc, /sys, /dev for
+ * grub-mkconfig) are unmounted, newest first, however the operation ends;
+ * `kept` mounts (`beadm mount`, the apt transaction's chroot, this boot's
+ * pending BE) outlive a committed scope and are unmounted only if it aborts.
  */
 import { promises as fs } from 'node:fs';
 import { run } from './exec.js';
@@ -12,19 +14,32 @@ import type { Scope } from './scope.js';
 /** Where bootenv makes its private, short-lived mount points. */
 export const RUNTIME_DIRECTORY = '/run/bootenv';
 
+export type MountLifetime = 'operation' | 'kept';
+
+function registerUnmount(scope: Scope, target: string, lifetime: MountLifetime, recursive: boolean): void {
+  const undo = () => unmount(target, recursive);
+  if (lifetime === 'kept') scope.onAbort(`unmount ${target}`, undo);
+  else scope.always(`unmount ${target}`, undo);
+}
+
 /** Mounts a btrfs filesystem with the given options (e.g. `subvolid=5`, `subvol=/@bootenv/x`). */
-export async function mountBtrfs(device: string, target: string, options: string): Promise<void> {
+export async function mountBtrfs(scope: Scope, device: string, target: string, options: string, lifetime: MountLifetime): Promise<void> {
   await run(['mount', '-t', 'btrfs', '-o', options, device, target]);
+  registerUnmount(scope, target, lifetime, false);
 }
 
-export async function bindMount(source: string, target: string, recursive = false): Promise<void> {
+/** Binds `source` at `target` (recursively: with the mounts below it). */
+export async function bindMount(scope: Scope, source: string, target: string, lifetime: MountLifetime, recursive = false): Promise<void> {
   await run(['mount', recursive ? '--rbind' : '--bind', source, target]);
+  registerUnmount(scope, target, lifetime, recursive);
 }
 
-export async function mountTmpfs(target: string, options = 'mode=0755'): Promise<void> {
+async function mountTmpfs(scope: Scope, target: string, options: string, lifetime: MountLifetime): Promise<void> {
   await run(['mount', '-t', 'tmpfs', '-o', options, 'tmpfs', target]);
+  registerUnmount(scope, target, lifetime, false);
 }
 
+/** Unmounts `target` (with the mounts below it when `recursive`). */
 export async function unmount(target: string, recursive = false): Promise<void> {
   await run(recursive ? ['umount', '--recursive', target] : ['umount', target]);
 }
@@ -40,13 +55,12 @@ export async function detachMount(target: string): Promise<void> {
 
 /**
  * Mounts btrfs `device` with `options` on a fresh directory under /run/bootenv
- * and registers its unmount and removal in `scope`. Returns the mount point.
+ * for the duration of `scope`. Returns the mount point.
  */
 export async function mountBtrfsTemporarily(scope: Scope, device: string, options: string, label: string): Promise<string> {
   const target = await makeTemporaryDirectory(`${RUNTIME_DIRECTORY}/${label}.`);
   scope.always(`remove ${target}`, () => removeEmptyDirectory(target));
-  await mountBtrfs(device, target, options);
-  scope.always(`unmount ${target}`, () => unmount(target));
+  await mountBtrfs(scope, device, target, options, 'operation');
   return target;
 }
 
@@ -55,41 +69,30 @@ export interface ChrootOptions {
   hostTmp?: boolean;
   /** Host directories bound at the same path inside (e.g. /var/cache/apt/archives). */
   binds?: readonly string[];
-  /** Keep the mounts when the scope commits (a transaction spanning processes); default: always undo. */
-  persist?: boolean;
+  /** `kept` for a chroot that spans processes (the apt transaction); default `operation`. */
+  lifetime?: MountLifetime;
 }
 
 /**
  * Prepares `root` for running a program chrooted in it: /proc, /sys, /dev (with
  * /dev/pts) bound from the host, a fresh tmpfs /run, /tmp (fresh or the
- * host's), and `binds`. Every mount's undo is registered in `scope` as soon as
- * it exists. Returns the mount points in the order they were made.
+ * host's), and `binds`. Returns the mount points in the order they were made.
  */
 export async function mountChrootFilesystems(scope: Scope, root: string, options: ChrootOptions = {}): Promise<string[]> {
-  const made: string[] = [];
-  const register = (target: string, recursive: boolean) => {
-    made.push(target);
-    const undo = () => unmount(target, recursive);
-    if (options.persist) scope.onAbort(`unmount ${target}`, undo);
-    else scope.always(`unmount ${target}`, undo);
-  };
-  const steps: Array<[string, () => Promise<void>, boolean]> = [
-    ['/proc', () => bindMount('/proc', `${root}/proc`), false],
-    ['/sys', () => bindMount('/sys', `${root}/sys`), false],
-    ['/dev', () => bindMount('/dev', `${root}/dev`, true), true],
-    ['/run', () => mountTmpfs(`${root}/run`, 'mode=0755'), false],
-    ['/tmp', () => (options.hostTmp ? bindMount('/tmp', `${root}/tmp`, true) : mountTmpfs(`${root}/tmp`, 'mode=1777')), options.hostTmp === true],
+  const lifetime = options.lifetime ?? 'operation';
+  const steps: Array<[string, (target: string) => Promise<void>]> = [
+    ['/proc', (target) => bindMount(scope, '/proc', target, lifetime)],
+    ['/sys', (target) => bindMount(scope, '/sys', target, lifetime)],
+    ['/dev', (target) => bindMount(scope, '/dev', target, lifetime, true)],
+    ['/run', (target) => mountTmpfs(scope, target, 'mode=0755', lifetime)],
+    ['/tmp', (target) => (options.hostTmp ? bindMount(scope, '/tmp', target, lifetime, true) : mountTmpfs(scope, target, 'mode=1777', lifetime))],
+    ...(options.binds ?? []).map((source): [string, (target: string) => Promise<void>] => [source, (target) => bindMount(scope, source, target, lifetime)]),
   ];
-  for (const [directory, mount, recursive] of steps) {
+  const made: string[] = [];
+  for (const [directory, mount] of steps) {
     await fs.mkdir(`${root}${directory}`, { recursive: true });
-    await mount();
-    register(`${root}${directory}`, recursive);
-  }
-  for (const source of options.binds ?? []) {
-    const target = `${root}${source}`;
-    await fs.mkdir(target, { recursive: true });
-    await bindMount(source, target);
-    register(target, false);
+    await mount(`${root}${directory}`);
+    made.push(`${root}${directory}`);
   }
   return made;
 }

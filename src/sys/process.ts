@@ -1,10 +1,36 @@
 /**
- * Processes left running inside a discarded transaction's chroot (apt was
- * killed; its dpkg and maintainer scripts were not). They are found by their
+ * Other processes: what /proc/PID/stat says of one (its parent, its start
+ * time, which together with the pid identify it across pid reuse), and the
+ * processes left running inside a discarded transaction's chroot (apt was
+ * killed; its dpkg and maintainer scripts were not). Those are found by their
  * root directory — never by name — and stopped so that the BE's mounts can be
  * released: SIGTERM, then SIGKILL after `graceMilliseconds`.
  */
 import { promises as fs } from 'node:fs';
+import { readTextIfExists } from './fs.js';
+
+export interface ProcessInfo {
+  pid: number;
+  /** The command name (/proc/PID/comm, at most 15 bytes). */
+  command: string;
+  parentPid: number;
+  /** Field 22 of /proc/PID/stat: start time in clock ticks since boot. */
+  startTime: string;
+}
+
+/** What /proc/PID/stat says of `pid`; undefined when the process is gone. */
+export async function processInfo(pid: number): Promise<ProcessInfo | undefined> {
+  const stat = await readTextIfExists(`/proc/${pid}/stat`);
+  if (stat === undefined) return undefined;
+  // The command name is in parentheses and may itself hold spaces and parentheses.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return {
+    pid,
+    command: stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')),
+    parentPid: Number(fields[1]),
+    startTime: fields[19] ?? '',
+  };
+}
 
 /** PIDs of processes whose root directory is `root` or below it. */
 export async function processesRootedIn(root: string): Promise<number[]> {
