@@ -22,7 +22,9 @@
  *            mounts the BE with /proc, /sys, /dev, a fresh /run, the host's /tmp,
  *            apt's archives and the directories of the .debs, plus a
  *            policy-rc.d that forbids starting services; later calls reuse it;
- *   finish   (DPkg::Post-Invoke) finalizes: unmounts, drops apt's caches and .debs from the BE,
+ *   finish   (DPkg::Post-Invoke) finalizes — only if dpkg's own database in
+ *            the BE shows nothing unfinished (dpkg --audit), whatever the hooks
+ *            recorded: unmounts, drops apt's caches and .debs from the BE,
  *            copies this run's apt logs into it, makes its files identical to
  *            the base's share extents (./skip-unchanged.ts), records the
  *            packages and command line, activates it, and makes it this boot's
@@ -35,6 +37,7 @@
  * root (unless divert = auto).
  */
 import path from 'node:path';
+import { auditDpkgDatabase } from '../apt/dpkg-audit.js';
 import { classifyDpkgArguments } from '../apt/dpkg-args.js';
 import { parsePreInstallPkgsInput, type PackageAction } from '../apt/hook-input.js';
 import { isMountPoint, mountAt, readMountTable } from '../btrfs/mountinfo.js';
@@ -380,7 +383,8 @@ export type TransactionOutcome =
 
 /**
  * DPkg::Post-Invoke: finalizes this apt run's transaction (see the file
- * comment), or aborts it after a dpkg failure. When finalizing fails, the transaction is aborted and
+ * comment), or aborts it after a dpkg failure. When finalizing fails (dpkg
+ * left the BE unfinished, or a step failed), the transaction is aborted and
  * the error thrown, so that apt reports the run as failed.
  */
 export async function finishTransaction(options: Options = {}): Promise<TransactionOutcome> {
@@ -421,6 +425,12 @@ async function finalize(
 ): Promise<TransactionOutcome> {
   const environment = record.environment as NonNullable<TransactionRecord['environment']>;
   const root = path.join(session.top, environment.subvolume);
+  const unfinished = await auditDpkgDatabase(`${root}/var/lib/dpkg`);
+  if (unfinished !== '') {
+    throw new BootenvError('COMMAND_FAILED', `dpkg left packages unfinished in boot environment ${environment.name}, so it was discarded and nothing else changed; dpkg --audit says: ${unfinished}`, {
+      hint: 'see the dpkg errors above; fix the package and run apt again',
+    });
+  }
   await unmountTransaction(record);
   record.mounts = [];
   await writeTransaction(record);
