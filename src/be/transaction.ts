@@ -171,7 +171,7 @@ export async function openSession(scope: Scope, options: Options, during: During
 // ---------------------------------------------------------------------------
 // The forward path.
 
-export async function loadConfig(): Promise<BootenvConfig> {
+async function loadConfig(): Promise<BootenvConfig> {
   const text = await readTextIfExists(CONFIG_FILE);
   return text === undefined ? DEFAULT_CONFIG : parseConfig(text);
 }

@@ -91,7 +91,7 @@ export function renderSkipUnchanged(report: SkipUnchangedReport | { error: strin
   return text;
 }
 
-export const AUDIT_COLUMNS = ['BE', 'Origin', 'Referenced', 'Exclusive', 'Shared-origin', 'Identical-unshared', 'Freed-by-destroy'] as const;
+const AUDIT_COLUMNS = ['BE', 'Origin', 'Referenced', 'Exclusive', 'Shared-origin', 'Identical-unshared', 'Freed-by-destroy'] as const;
 
 /**
  * `beadm audit`: aligned columns; with quotas on, the quota groups' numbers in
@@ -134,7 +134,7 @@ export function renderProgress(progress: { done: number; total: number; step: st
 }
 
 /** Least time between two frames of a progress bar within one step. */
-export const PROGRESS_FRAME_MS = 100;
+const PROGRESS_FRAME_MS = 100;
 
 /** Whether a new frame is due: at once for a new step, else once `PROGRESS_FRAME_MS` have passed since the last one (`last`: none drawn yet when undefined). */
 export function progressFrameDue(last: { step: string; at: number } | undefined, step: string, now: number): boolean {

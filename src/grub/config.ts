@@ -14,7 +14,7 @@ import { Scope, withScope } from '../sys/scope.js';
 import { parseGrubenv, serializeGrubenv } from './grubenv.js';
 
 export const GRUB_HOME = '/boot/grub';
-export const ENTRIES_FILE = `${GRUB_HOME}/bootenv/entries.cfg`;
+const ENTRIES_FILE = `${GRUB_HOME}/bootenv/entries.cfg`;
 export const GRUB_SCRIPT = '/etc/grub.d/09_bootenv';
 const GRUBENV = `${GRUB_HOME}/grubenv`;
 

@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { BootenvError } from '../errors.js';
 import { run } from './exec.js';
 
-export const DEDUPE_HELPER_NAME = 'bootenv-dedupe';
+const DEDUPE_HELPER_NAME = 'bootenv-dedupe';
 /** Where the Debian package installs the helper, beside beadm.js. */
 const INSTALLED_HELPER = `/usr/lib/bootenv/${DEDUPE_HELPER_NAME}`;
 
@@ -32,7 +32,7 @@ export type DedupeOutcome =
   | { status: 'error'; bytes: number; errno: string; message: string };
 
 /** The helper beside the running bundle (dist/, /usr/lib/bootenv/), else the installed one. */
-export function locateDedupeHelper(): string {
+function locateDedupeHelper(): string {
   const candidates = [path.join(path.dirname(fileURLToPath(import.meta.url)), DEDUPE_HELPER_NAME), INSTALLED_HELPER];
   for (const candidate of candidates) {
     try {

@@ -13,7 +13,7 @@ import { BootenvError } from '../errors.js';
 import { FIXED_PATH } from './exec.js';
 import type { Scope } from './scope.js';
 
-export const LOCK_FILE = '/run/bootenv/lock';
+const LOCK_FILE = '/run/bootenv/lock';
 const CONFLICT_EXIT = 75;
 
 /**

@@ -33,7 +33,7 @@ export async function processInfo(pid: number): Promise<ProcessInfo | undefined>
 }
 
 /** PIDs of processes whose root directory is `root` or below it. */
-export async function processesRootedIn(root: string): Promise<number[]> {
+async function processesRootedIn(root: string): Promise<number[]> {
   const pids: number[] = [];
   for (const entry of await fs.readdir('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
