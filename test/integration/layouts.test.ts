@@ -4,7 +4,7 @@
 import path from 'node:path';
 import { describe, expect, inject, it } from 'vitest';
 import { installRepositoryInRoot } from '../harness/repo.js';
-import { useSandbox } from '../harness/sandbox.js';
+import { useSandbox } from '../harness/use-sandbox.js';
 
 const UNSUPPORTED = 7;
 const NOT_INITIALIZED = 8;
