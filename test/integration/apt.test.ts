@@ -2,8 +2,8 @@
 // debootstrapped Debian 12 booted from a BE, fixture packages from a local file: repository.
 // Every check goes through dpkg-query --admindir, btrfs subvolume list, findmnt and a
 // content+metadata manifest of the running root taken from the host.
-import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { diffManifests, takeManifest } from '../harness/manifest.js';
@@ -31,20 +31,33 @@ async function expectUnchanged(subvolume: string, before: Awaited<ReturnType<typ
   expect(diffManifests(before, await manifestOf(subvolume))).toEqual([]);
 }
 
-/** `dpkg-query -W` of the bootenv-t-* packages in a subvolume, from the host. */
+/**
+ * `dpkg-query -W` of the bootenv-t-* packages in a subvolume, from the host: version when
+ * installed, the status abbreviation otherwise; {} when dpkg knows none. Throws when the
+ * subvolume has no dpkg database or dpkg-query fails for any other reason.
+ */
 async function versionsIn(subvolume: string): Promise<Record<string, string>> {
   return sandbox.withTopLevel(async (top) => {
-    const output = execFileSync('dpkg-query', [`--admindir=${path.join(top, subvolume, 'var/lib/dpkg')}`, '-f', '${Package} ${db:Status-Abbrev} ${Version}\n', '-W', 'bootenv-t-*'], {
-      stdio: ['ignore', 'pipe', 'ignore'],
-    }).toString();
+    const adminDirectory = path.join(top, subvolume, 'var/lib/dpkg');
+    // dpkg-query treats a missing status file as an empty database: check that it is there.
+    if (!existsSync(path.join(adminDirectory, 'status'))) throw new Error(`${subvolume} has no dpkg database (var/lib/dpkg/status)`);
+    const query = spawnSync('dpkg-query', [`--admindir=${adminDirectory}`, '-f', '${Package} ${db:Status-Abbrev} ${Version}\n', '-W', 'bootenv-t-*'], {
+      encoding: 'utf8',
+      env: { ...process.env, LC_ALL: 'C' },
+    });
+    // -W exits 1 when no package matches the pattern, and says so; any other failure is a failure.
+    const noneKnown = query.status === 1 && query.stdout === '' && query.stderr === 'dpkg-query: no packages found matching bootenv-t-*\n';
+    if (query.status !== 0 && !noneKnown) {
+      throw new Error(`dpkg-query in ${subvolume} failed (exit status ${query.status ?? query.signal}): ${query.error?.message ?? query.stderr}`);
+    }
     const versions: Record<string, string> = {};
-    for (const line of output.split('\n').filter(Boolean)) {
+    for (const line of query.stdout.split('\n').filter(Boolean)) {
       const [name, status, version] = line.split(/\s+/);
       if (status === 'ii') versions[name as string] = version as string;
       else if (status !== 'un') versions[name as string] = `${status}`;
     }
     return versions;
-  }).catch(() => ({}));
+  });
 }
 
 async function bootEnvironments(): Promise<string[]> {
