@@ -6,6 +6,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { EXIT_CODES } from '../../src/errors.js';
 import { diffManifests, takeManifest } from '../harness/manifest.js';
 import { installRepositoryInRoot } from '../harness/repo.js';
 import { Sandbox } from '../harness/sandbox.js';
@@ -243,7 +244,7 @@ describe('apt-get diverted into a new BE', () => {
       findmnt -rn -o TARGET | grep bootenv; ls /run/bootenv`;
     const result = await sandbox.boot(pending.subvolume, ['bash', '-c', script]);
     for (const phase of ['unpack', 'configure']) {
-      expect(result.stdout).toContain(`beadm-during-${phase}=6`);
+      expect(result.stdout).toContain(`beadm-during-${phase}=${EXIT_CODES.BUSY}`);
       expect(result.stdout).toMatch(new RegExp(`killed-${phase}\\n(lock\\n)?(pending\\n)?txn\\n`));
       expect(result.stdout).toContain(`next-${phase}=0`);
     }
