@@ -10,6 +10,7 @@ import { EXIT_CODES } from '../../src/errors.js';
 import { diffManifests, takeManifest } from '../harness/manifest.js';
 import { installRepositoryInRoot } from '../harness/repo.js';
 import { Sandbox } from '../harness/sandbox.js';
+import { WAIT_UNTIL } from '../harness/shell.js';
 
 /**
  * Left out of the running root's manifest, besides the API filesystems and the
@@ -234,12 +235,13 @@ describe('apt-get diverted into a new BE', () => {
       rm -f /tmp/bootenv-t-slow-${phase}.started
       apt-get install -y bootenv-t-slow-${phase} > /tmp/apt-${phase}.log 2>&1 &
       apt=$!
-      for i in $(seq 300); do [ -e /tmp/bootenv-t-slow-${phase}.started ] && break; sleep 0.1; done
+      wait_until test -e /tmp/bootenv-t-slow-${phase}.started
       beadm create meanwhile-${phase} >/dev/null 2>&1; echo "beadm-during-${phase}=$?"
       kill -KILL $apt; wait $apt 2>/dev/null
       echo "killed-${phase}"; ls /run/bootenv
       apt-get install -y ${nextPackage[phase]} 2>&1 | grep -E '^(beadm|bootenv):'; echo "next-${phase}=\${PIPESTATUS[0]}"`;
-    const script = `${APT_ENV} ${killDuring('unpack')}
+    const script = `${APT_ENV} ${WAIT_UNTIL}
+      ${killDuring('unpack')}
       ${killDuring('configure')}
       findmnt -rn -o TARGET | grep bootenv; ls /run/bootenv`;
     const result = await sandbox.boot(pending.subvolume, ['bash', '-c', script]);
@@ -267,10 +269,11 @@ describe('apt-get diverted into a new BE', () => {
     const environments = await bootEnvironments();
     // set -m: apt gets a process group of its own, so killing it (apt, dpkg, the maintainer
     // script) cannot reach the test runner; the boot then ends and its mounts and /run vanish.
-    const script = `${APT_ENV} set -m
+    const script = `${APT_ENV} ${WAIT_UNTIL}
+      set -m
       apt-get install -y bootenv-t-slow-unpack > /dev/null 2>&1 &
       apt=$!
-      for i in $(seq 300); do [ -e /tmp/bootenv-t-slow-unpack.started ] && break; sleep 0.1; done
+      wait_until test -e /tmp/bootenv-t-slow-unpack.started
       ls /run/bootenv/txn >/dev/null && echo "in-transaction"
       kill -KILL -- -$apt`;
     const crashed = await sandbox.boot(pending.subvolume, ['bash', '-c', script]);

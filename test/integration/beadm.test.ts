@@ -7,6 +7,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { EXIT_CODES } from '../../src/errors.js';
 import { Sandbox } from '../harness/sandbox.js';
+import { WAIT_UNTIL } from '../harness/shell.js';
 
 interface ListedBE {
   name: string;
@@ -367,9 +368,18 @@ describe('beadm on an Ubuntu-style layout', () => {
 
   it('a second beadm fails clearly while another holds the lock', async () => {
     const before = await fingerprint();
-    const script = 'mkdir -p /run/bootenv; flock /run/bootenv/lock sleep 4 & sleep 1; BOOTENV_LOCK_TIMEOUT=1 beadm create locked; echo "rc=$?"; wait';
+    // The holder keeps the lock until told to let go; beadm runs once the lock is demonstrably held.
+    const script = `${WAIT_UNTIL}
+      mkdir -p /run/bootenv
+      flock /run/bootenv/lock bash -c "$(declare -f wait_until); touch /run/test-lock-held; wait_until test -e /run/test-lock-release" & holder=$!
+      wait_until test -e /run/test-lock-held
+      flock --nonblock /run/bootenv/lock true || echo "lock-held"
+      BOOTENV_LOCK_TIMEOUT=1 beadm create locked; echo "rc=$?"
+      touch /run/test-lock-release; wait $holder; echo "holder=$?"`;
     const result = await sandbox.boot(firstBE.subvolume, ['bash', '-c', script]);
+    expect(result.stdout).toContain('lock-held\n');
     expect(result.stdout).toContain(`rc=${EXIT_CODES.LOCKED}`);
+    expect(result.stdout).toContain('holder=0');
     expect(result.stderr).toMatch(/holds \/run\/bootenv\/lock/);
     expect(await fingerprint()).toEqual(before);
   });
@@ -403,8 +413,22 @@ describe('beadm on an Ubuntu-style layout', () => {
 
   it('SIGTERM during create unwinds it: exit 130, nothing half-made or mounted', async () => {
     const before = await fingerprint();
-    await withGrubScript('99_test_slow', '#!/bin/sh\nsleep 3\n', async () => {
-      const script = 'beadm create interrupted & pid=$!; sleep 1.5; kill -TERM $pid; wait $pid; echo "rc=$?"; findmnt -rn -o TARGET | grep -c /run/bootenv';
+    // The GRUB script (run by grub-mkconfig chrooted in the installed root, mounted at /.rootbe in
+    // the booted BE) says when create has reached it and holds create there until released; the
+    // release waits until the kernel has delivered SIGTERM to beadm (no longer pending in ShdPnd),
+    // so beadm learns of the signal before grub-mkconfig ends, mid-operation.
+    const marker = '/var/tmp/bootenv-test-slow';
+    const grubScript = `#!/bin/bash\n${WAIT_UNTIL}\ntouch ${marker}.started\nwait_until test -e ${marker}.release\n`;
+    await withGrubScript('99_test_slow', grubScript, async () => {
+      const script = `${WAIT_UNTIL}
+        sigterm_delivered() { [ ! -e /proc/$1 ] || ! (( 0x$(awk '/^ShdPnd:/ { print $2 }' /proc/$1/status) & 1 << (15 - 1) )); }
+        beadm create interrupted & pid=$!
+        wait_until test -e /.rootbe${marker}.started
+        kill -TERM $pid
+        wait_until sigterm_delivered $pid
+        touch /.rootbe${marker}.release
+        wait $pid; echo "rc=$?"; rm /.rootbe${marker}.started /.rootbe${marker}.release
+        findmnt -rn -o TARGET | grep -c /run/bootenv`;
       const result = await sandbox.boot(firstBE.subvolume, ['bash', '-c', script]);
       expect(result.stdout).toContain(`rc=${EXIT_CODES.INTERRUPTED}`);
       expect(result.stderr).toMatch(/interrupted by SIGTERM/);
