@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
-npm install --no-audit --no-fund
+npm ci --no-audit --no-fund
 npm run demo

@@ -8,11 +8,12 @@
  *
  * Everything a sandbox creates (temp dir, loop device, host mounts) is undone
  * by close(), which tests call in afterAll/finally; assertNothingLeft() checks it.
+ * This module imports no vitest: the demo (test/demo.ts, run by plain node)
+ * uses it too. The vitest hooks around it are in use-sandbox.ts.
  */
 import { mkdtempSync, readFileSync, rmSync, rmdirSync } from 'node:fs';
 import path from 'node:path';
 import { execa, type Result } from 'execa';
-import { afterAll, beforeAll } from 'vitest';
 import { REPOSITORY } from './base.js';
 
 export type Layout = 'ubuntu' | 'debian' | 'flat';
@@ -182,25 +183,4 @@ export class Sandbox {
     const { stdout } = await execa('losetup', ['-j', this.image]);
     if (this.closed && stdout.trim() !== '') throw new Error(`loop device still attached: ${stdout}`);
   }
-}
-
-/**
- * Gives the enclosing describe block (or file) a sandbox: created in beforeAll,
- * closed and checked for leftovers in afterAll, whatever happened in between.
- * Returns a getter for the tests.
- */
-export function useSandbox(tarball: () => string, layout: Layout, options: { withBootenv?: boolean } = {}): () => Sandbox {
-  let sandbox: Sandbox | undefined;
-  beforeAll(async () => {
-    sandbox = await Sandbox.create(tarball(), layout, options);
-  });
-  afterAll(async () => {
-    if (sandbox === undefined) return;
-    await sandbox.close();
-    await sandbox.assertNothingLeft();
-  });
-  return () => {
-    if (sandbox === undefined) throw new Error('the sandbox was not created (see the beforeAll error)');
-    return sandbox;
-  };
 }

@@ -2,13 +2,15 @@
 // debootstrapped Debian 12 booted from a BE, fixture packages from a local file: repository.
 // Every check goes through dpkg-query --admindir, btrfs subvolume list, findmnt and a
 // content+metadata manifest of the running root taken from the host.
-import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { EXIT_CODES } from '../../src/errors.js';
 import { diffManifests, takeManifest } from '../harness/manifest.js';
 import { installRepositoryInRoot } from '../harness/repo.js';
 import { Sandbox } from '../harness/sandbox.js';
+import { WAIT_UNTIL } from '../harness/shell.js';
 
 /**
  * Left out of the running root's manifest, besides the API filesystems and the
@@ -31,20 +33,33 @@ async function expectUnchanged(subvolume: string, before: Awaited<ReturnType<typ
   expect(diffManifests(before, await manifestOf(subvolume))).toEqual([]);
 }
 
-/** `dpkg-query -W` of the bootenv-t-* packages in a subvolume, from the host. */
+/**
+ * `dpkg-query -W` of the bootenv-t-* packages in a subvolume, from the host: version when
+ * installed, the status abbreviation otherwise; {} when dpkg knows none. Throws when the
+ * subvolume has no dpkg database or dpkg-query fails for any other reason.
+ */
 async function versionsIn(subvolume: string): Promise<Record<string, string>> {
   return sandbox.withTopLevel(async (top) => {
-    const output = execFileSync('dpkg-query', [`--admindir=${path.join(top, subvolume, 'var/lib/dpkg')}`, '-f', '${Package} ${db:Status-Abbrev} ${Version}\n', '-W', 'bootenv-t-*'], {
-      stdio: ['ignore', 'pipe', 'ignore'],
-    }).toString();
+    const adminDirectory = path.join(top, subvolume, 'var/lib/dpkg');
+    // dpkg-query treats a missing status file as an empty database: check that it is there.
+    if (!existsSync(path.join(adminDirectory, 'status'))) throw new Error(`${subvolume} has no dpkg database (var/lib/dpkg/status)`);
+    const query = spawnSync('dpkg-query', [`--admindir=${adminDirectory}`, '-f', '${Package} ${db:Status-Abbrev} ${Version}\n', '-W', 'bootenv-t-*'], {
+      encoding: 'utf8',
+      env: { ...process.env, LC_ALL: 'C' },
+    });
+    // -W exits 1 when no package matches the pattern, and says so; any other failure is a failure.
+    const noneKnown = query.status === 1 && query.stdout === '' && query.stderr === 'dpkg-query: no packages found matching bootenv-t-*\n';
+    if (query.status !== 0 && !noneKnown) {
+      throw new Error(`dpkg-query in ${subvolume} failed (exit status ${query.status ?? query.signal}): ${query.error?.message ?? query.stderr}`);
+    }
     const versions: Record<string, string> = {};
-    for (const line of output.split('\n').filter(Boolean)) {
+    for (const line of query.stdout.split('\n').filter(Boolean)) {
       const [name, status, version] = line.split(/\s+/);
       if (status === 'ii') versions[name as string] = version as string;
       else if (status !== 'un') versions[name as string] = `${status}`;
     }
     return versions;
-  }).catch(() => ({}));
+  });
 }
 
 async function bootEnvironments(): Promise<string[]> {
@@ -220,17 +235,18 @@ describe('apt-get diverted into a new BE', () => {
       rm -f /tmp/bootenv-t-slow-${phase}.started
       apt-get install -y bootenv-t-slow-${phase} > /tmp/apt-${phase}.log 2>&1 &
       apt=$!
-      for i in $(seq 300); do [ -e /tmp/bootenv-t-slow-${phase}.started ] && break; sleep 0.1; done
+      wait_until test -e /tmp/bootenv-t-slow-${phase}.started
       beadm create meanwhile-${phase} >/dev/null 2>&1; echo "beadm-during-${phase}=$?"
       kill -KILL $apt; wait $apt 2>/dev/null
       echo "killed-${phase}"; ls /run/bootenv
       apt-get install -y ${nextPackage[phase]} 2>&1 | grep -E '^(beadm|bootenv):'; echo "next-${phase}=\${PIPESTATUS[0]}"`;
-    const script = `${APT_ENV} ${killDuring('unpack')}
+    const script = `${APT_ENV} ${WAIT_UNTIL}
+      ${killDuring('unpack')}
       ${killDuring('configure')}
       findmnt -rn -o TARGET | grep bootenv; ls /run/bootenv`;
     const result = await sandbox.boot(pending.subvolume, ['bash', '-c', script]);
     for (const phase of ['unpack', 'configure']) {
-      expect(result.stdout).toContain(`beadm-during-${phase}=6`);
+      expect(result.stdout).toContain(`beadm-during-${phase}=${EXIT_CODES.BUSY}`);
       expect(result.stdout).toMatch(new RegExp(`killed-${phase}\\n(lock\\n)?(pending\\n)?txn\\n`));
       expect(result.stdout).toContain(`next-${phase}=0`);
     }
@@ -253,10 +269,11 @@ describe('apt-get diverted into a new BE', () => {
     const environments = await bootEnvironments();
     // set -m: apt gets a process group of its own, so killing it (apt, dpkg, the maintainer
     // script) cannot reach the test runner; the boot then ends and its mounts and /run vanish.
-    const script = `${APT_ENV} set -m
+    const script = `${APT_ENV} ${WAIT_UNTIL}
+      set -m
       apt-get install -y bootenv-t-slow-unpack > /dev/null 2>&1 &
       apt=$!
-      for i in $(seq 300); do [ -e /tmp/bootenv-t-slow-unpack.started ] && break; sleep 0.1; done
+      wait_until test -e /tmp/bootenv-t-slow-unpack.started
       ls /run/bootenv/txn >/dev/null && echo "in-transaction"
       kill -KILL -- -$apt`;
     const crashed = await sandbox.boot(pending.subvolume, ['bash', '-c', script]);

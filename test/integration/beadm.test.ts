@@ -5,7 +5,9 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { EXIT_CODES } from '../../src/errors.js';
 import { Sandbox } from '../harness/sandbox.js';
+import { WAIT_UNTIL } from '../harness/shell.js';
 
 interface ListedBE {
   name: string;
@@ -17,8 +19,6 @@ interface ListedBE {
   exclusiveBytes: number | null;
   bootedSuccessfully: boolean;
 }
-
-const EXIT = { INVALID_NAME: 3, NOT_FOUND: 4, EXISTS: 5, BUSY: 6, ALREADY_INITIALIZED: 9, LOCKED: 10, NOT_BOOTABLE: 13 };
 
 let sandbox: Sandbox;
 let firstBE: ListedBE;
@@ -98,7 +98,7 @@ describe('beadm on an Ubuntu-style layout', () => {
   it('init a second time refuses and changes nothing', async () => {
     const before = await fingerprint();
     const again = await sandbox.beadm('@', ['init']);
-    expect(again.exitCode).toBe(EXIT.ALREADY_INITIALIZED);
+    expect(again.exitCode).toBe(EXIT_CODES.ALREADY_INITIALIZED);
     expect(again.stderr).toMatch(/already set up/);
     expect(await fingerprint()).toEqual(before);
   });
@@ -144,15 +144,15 @@ describe('beadm on an Ubuntu-style layout', () => {
   it('destroy refuses the booted BE and the next-boot BE, changing nothing', async () => {
     const before = await fingerprint();
     const booted = await sandbox.beadm(firstBE.subvolume, ['destroy', 'debian-12']);
-    expect(booted.exitCode).toBe(EXIT.BUSY);
+    expect(booted.exitCode).toBe(EXIT_CODES.BUSY);
     expect(booted.stderr).toMatch(/running BE/);
     const next = await sandbox.beadm(firstBE.subvolume, ['destroy', 'b2']);
-    expect(next.exitCode).toBe(EXIT.BUSY);
+    expect(next.exitCode).toBe(EXIT_CODES.BUSY);
     expect(next.stderr).toMatch(/default BE/);
     const missing = await sandbox.beadm(firstBE.subvolume, ['destroy', 'home']);
-    expect(missing.exitCode).toBe(EXIT.NOT_FOUND);
+    expect(missing.exitCode).toBe(EXIT_CODES.NOT_FOUND);
     const notABootEnvironment = await sandbox.beadm(firstBE.subvolume, ['destroy', '@home']);
-    expect(notABootEnvironment.exitCode).toBe(EXIT.INVALID_NAME);
+    expect(notABootEnvironment.exitCode).toBe(EXIT_CODES.INVALID_NAME);
     expect(await fingerprint()).toEqual(before);
   });
 
@@ -170,8 +170,8 @@ describe('beadm on an Ubuntu-style layout', () => {
     const before = await fingerprint();
     for (const args of [['create', name], ['create', '-e', name, 'ok'], ['activate', name], ['destroy', name], ['rename', 'b2', name], ['mount', name]]) {
       const result = await sandbox.beadm(firstBE.subvolume, args);
-      // A leading '-' may already be refused by the option parser (usage error, 2).
-      expect(name.startsWith('-') ? [2, EXIT.INVALID_NAME] : [EXIT.INVALID_NAME], args.join(' ')).toContain(result.exitCode);
+      // A leading '-' may already be refused by the option parser (USAGE).
+      expect(name.startsWith('-') ? [EXIT_CODES.USAGE, EXIT_CODES.INVALID_NAME] : [EXIT_CODES.INVALID_NAME], args.join(' ')).toContain(result.exitCode);
       expect(result.stderr).not.toBe('');
     }
     expect(await fingerprint()).toEqual(before);
@@ -180,7 +180,7 @@ describe('beadm on an Ubuntu-style layout', () => {
   it('a non-UTF-8 name fails with a clear error and changes nothing', async () => {
     const before = await fingerprint();
     const result = await sandbox.boot(firstBE.subvolume, ['sh', '-c', 'exec /usr/sbin/beadm create "$(printf "b\\377\\376")"']);
-    expect(result.exitCode).toBe(EXIT.INVALID_NAME);
+    expect(result.exitCode).toBe(EXIT_CODES.INVALID_NAME);
     expect(result.stderr).toMatch(/invalid BE name/);
     expect(await fingerprint()).toEqual(before);
   });
@@ -188,7 +188,7 @@ describe('beadm on an Ubuntu-style layout', () => {
   it('create refuses an existing name', async () => {
     const before = await fingerprint();
     const result = await sandbox.beadm(firstBE.subvolume, ['create', 'b2']);
-    expect(result.exitCode).toBe(EXIT.EXISTS);
+    expect(result.exitCode).toBe(EXIT_CODES.EXISTS);
     expect(await fingerprint()).toEqual(before);
   });
 
@@ -246,11 +246,11 @@ describe('beadm on an Ubuntu-style layout', () => {
       'mount=0',
       '/@bootenv/b3',
       '/mnt/b3',
-      `again=${EXIT.BUSY}`,
-      `destroy=${EXIT.BUSY}`,
+      `again=${EXIT_CODES.BUSY}`,
+      `destroy=${EXIT_CODES.BUSY}`,
       'unmount=0',
       'findmnt=1',
-      `unmount-again=${EXIT.NOT_FOUND}`,
+      `unmount-again=${EXIT_CODES.NOT_FOUND}`,
       'tmp=/tmp/be_mount',
       'destroy-F=0',
       'findmnt-tmp=1',
@@ -277,9 +277,9 @@ describe('beadm on an Ubuntu-style layout', () => {
 
     const before = await fingerprint();
     const booted = await sandbox.beadm(firstBE.subvolume, ['rename', 'debian-12', 'other']);
-    expect(booted.exitCode).toBe(EXIT.BUSY);
+    expect(booted.exitCode).toBe(EXIT_CODES.BUSY);
     const taken = await sandbox.beadm(firstBE.subvolume, ['rename', 'b5', 'b2']);
-    expect(taken.exitCode).toBe(EXIT.EXISTS);
+    expect(taken.exitCode).toBe(EXIT_CODES.EXISTS);
     expect(await fingerprint()).toEqual(before);
   });
 
@@ -360,7 +360,7 @@ describe('beadm on an Ubuntu-style layout', () => {
     });
     const before = await fingerprint();
     const result = await sandbox.beadm(firstBE.subvolume, ['activate', ...(temporary ? ['-t'] : []), 'nokernel']);
-    expect(result.exitCode).toBe(EXIT.NOT_BOOTABLE);
+    expect(result.exitCode).toBe(EXIT_CODES.NOT_BOOTABLE);
     expect(result.stderr).toMatch(/no kernel with a matching initramfs and \/lib\/modules directory/);
     expect(await fingerprint()).toEqual(before);
     expect((await sandbox.beadm(firstBE.subvolume, ['destroy', 'nokernel'])).exitCode).toBe(0);
@@ -368,9 +368,18 @@ describe('beadm on an Ubuntu-style layout', () => {
 
   it('a second beadm fails clearly while another holds the lock', async () => {
     const before = await fingerprint();
-    const script = 'mkdir -p /run/bootenv; flock /run/bootenv/lock sleep 4 & sleep 1; BOOTENV_LOCK_TIMEOUT=1 beadm create locked; echo "rc=$?"; wait';
+    // The holder keeps the lock until told to let go; beadm runs once the lock is demonstrably held.
+    const script = `${WAIT_UNTIL}
+      mkdir -p /run/bootenv
+      flock /run/bootenv/lock bash -c "$(declare -f wait_until); touch /run/test-lock-held; wait_until test -e /run/test-lock-release" & holder=$!
+      wait_until test -e /run/test-lock-held
+      flock --nonblock /run/bootenv/lock true || echo "lock-held"
+      BOOTENV_LOCK_TIMEOUT=1 beadm create locked; echo "rc=$?"
+      touch /run/test-lock-release; wait $holder; echo "holder=$?"`;
     const result = await sandbox.boot(firstBE.subvolume, ['bash', '-c', script]);
-    expect(result.stdout).toContain(`rc=${EXIT.LOCKED}`);
+    expect(result.stdout).toContain('lock-held\n');
+    expect(result.stdout).toContain(`rc=${EXIT_CODES.LOCKED}`);
+    expect(result.stdout).toContain('holder=0');
     expect(result.stderr).toMatch(/holds \/run\/bootenv\/lock/);
     expect(await fingerprint()).toEqual(before);
   });
@@ -394,7 +403,7 @@ describe('beadm on an Ubuntu-style layout', () => {
     const before = await fingerprint();
     await withGrubScript('99_test_fail', '#!/bin/sh\necho "injected failure" >&2\nexit 1\n', async () => {
       const result = await sandbox.boot(firstBE.subvolume, ['bash', '-c', 'beadm create failing; echo "rc=$?"; findmnt -rn -o TARGET | grep -c /run/bootenv']);
-      expect(result.stdout).toContain('rc=12');
+      expect(result.stdout).toContain(`rc=${EXIT_CODES.COMMAND_FAILED}`);
       expect(result.stderr).toMatch(/grub-mkconfig .*failed: .*injected failure/s);
       expect(result.stdout.trim().split('\n').at(-1)).toBe('0');
     });
@@ -404,10 +413,24 @@ describe('beadm on an Ubuntu-style layout', () => {
 
   it('SIGTERM during create unwinds it: exit 130, nothing half-made or mounted', async () => {
     const before = await fingerprint();
-    await withGrubScript('99_test_slow', '#!/bin/sh\nsleep 3\n', async () => {
-      const script = 'beadm create interrupted & pid=$!; sleep 1.5; kill -TERM $pid; wait $pid; echo "rc=$?"; findmnt -rn -o TARGET | grep -c /run/bootenv';
+    // The GRUB script (run by grub-mkconfig chrooted in the installed root, mounted at /.rootbe in
+    // the booted BE) says when create has reached it and holds create there until released; the
+    // release waits until the kernel has delivered SIGTERM to beadm (no longer pending in ShdPnd),
+    // so beadm learns of the signal before grub-mkconfig ends, mid-operation.
+    const marker = '/var/tmp/bootenv-test-slow';
+    const grubScript = `#!/bin/bash\n${WAIT_UNTIL}\ntouch ${marker}.started\nwait_until test -e ${marker}.release\n`;
+    await withGrubScript('99_test_slow', grubScript, async () => {
+      const script = `${WAIT_UNTIL}
+        sigterm_delivered() { [ ! -e /proc/$1 ] || ! (( 0x$(awk '/^ShdPnd:/ { print $2 }' /proc/$1/status) & 1 << (15 - 1) )); }
+        beadm create interrupted & pid=$!
+        wait_until test -e /.rootbe${marker}.started
+        kill -TERM $pid
+        wait_until sigterm_delivered $pid
+        touch /.rootbe${marker}.release
+        wait $pid; echo "rc=$?"; rm /.rootbe${marker}.started /.rootbe${marker}.release
+        findmnt -rn -o TARGET | grep -c /run/bootenv`;
       const result = await sandbox.boot(firstBE.subvolume, ['bash', '-c', script]);
-      expect(result.stdout).toContain('rc=130');
+      expect(result.stdout).toContain(`rc=${EXIT_CODES.INTERRUPTED}`);
       expect(result.stderr).toMatch(/interrupted by SIGTERM/);
       expect(result.stdout.trim().split('\n').at(-1)).toBe('0');
     });

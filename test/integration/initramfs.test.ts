@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { expect, inject, it } from 'vitest';
-import { useSandbox } from '../harness/sandbox.js';
+import { useSandbox } from '../harness/use-sandbox.js';
 
 const MARKER_SCRIPT = 'scripts/init-bottom/bootenv-t-initramfs';
 

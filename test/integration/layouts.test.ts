@@ -3,11 +3,9 @@
 // separate /boot are refused with a clear error and nothing changed.
 import path from 'node:path';
 import { describe, expect, inject, it } from 'vitest';
+import { EXIT_CODES } from '../../src/errors.js';
 import { installRepositoryInRoot } from '../harness/repo.js';
-import { useSandbox } from '../harness/sandbox.js';
-
-const UNSUPPORTED = 7;
-const NOT_INITIALIZED = 8;
+import { useSandbox } from '../harness/use-sandbox.js';
 
 describe('Debian installer layout (@rootfs, no @home)', () => {
   const sandbox = useSandbox(() => inject('bookwormBase'), 'debian');
@@ -16,7 +14,7 @@ describe('Debian installer layout (@rootfs, no @home)', () => {
     const check = await sandbox().beadm('@rootfs', ['check']);
     expect(check).toMatchObject({ exitCode: 0, stdout: '', stderr: '' });
     const list = await sandbox().beadm('@rootfs', ['list']);
-    expect(list.exitCode).toBe(NOT_INITIALIZED);
+    expect(list.exitCode).toBe(EXIT_CODES.NOT_INITIALIZED);
     expect(list.stderr).toMatch(/beadm init/);
   });
 
@@ -51,7 +49,7 @@ describe('refused layouts', () => {
     const before = await sandbox().subvolumes();
     for (const args of [['check'], ['init']]) {
       const result = await sandbox().beadm('', args);
-      expect(result.exitCode).toBe(UNSUPPORTED);
+      expect(result.exitCode).toBe(EXIT_CODES.UNSUPPORTED);
     }
     const init = await sandbox().beadm('', ['init']);
     expect(init.stderr).toMatch(/top level .* not a subvolume/);
@@ -68,7 +66,7 @@ describe('refused layouts', () => {
       'NEWROOT="$R"',
     ].join('\n');
     const result = await sandbox().boot('', ['/usr/sbin/beadm', 'init'], { setup });
-    expect(result.exitCode).toBe(UNSUPPORTED);
+    expect(result.exitCode).toBe(EXIT_CODES.UNSUPPORTED);
     expect(result.stderr).toMatch(/root filesystem is tmpfs, not btrfs/);
   });
 });
@@ -79,7 +77,7 @@ describe('separate /boot', () => {
   it('is refused with what to do, and nothing changes', async () => {
     const before = await sandbox().subvolumes();
     const result = await sandbox().beadm('@', ['init'], { setup: 'mount -t tmpfs tmpfs "$NEWROOT/boot"' });
-    expect(result.exitCode).toBe(UNSUPPORTED);
+    expect(result.exitCode).toBe(EXIT_CODES.UNSUPPORTED);
     expect(result.stderr).toMatch(/\/boot is a separate filesystem/);
     expect(result.stderr).toMatch(/hint: copy \/boot into the root filesystem/);
     expect(await sandbox().subvolumes()).toEqual(before);

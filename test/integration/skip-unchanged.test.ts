@@ -15,7 +15,7 @@ import { cachedDebianPackage } from '../harness/debian-packages.js';
 import { exclusiveBytes, extentsOf, physicalLayout } from '../harness/extents.js';
 import { diffManifests, takeManifest } from '../harness/manifest.js';
 import { installRepositoryInRoot } from '../harness/repo.js';
-import { useSandbox } from '../harness/sandbox.js';
+import { useSandbox } from '../harness/use-sandbox.js';
 
 const APT = 'export DEBIAN_FRONTEND=noninteractive; ';
 

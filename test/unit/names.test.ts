@@ -1,6 +1,7 @@
 // Unit tests for src/be/names.ts: which BE names are allowed and how free text becomes one.
 import { describe, expect, it } from 'vitest';
 import { MAX_NAME_LENGTH, assertValidName, nameProblem, sanitizeName } from '../../src/be/names.js';
+import { EXIT_CODES } from '../../src/errors.js';
 import { bootenvErrorFrom } from './helpers.js';
 
 const VALID = ['b2', 'B2', '2024', 'debian-12', 'ubuntu-24.04', 'a_b+c', 'x.', 'a'.repeat(MAX_NAME_LENGTH)];
@@ -43,7 +44,7 @@ describe('nameProblem and assertValidName', () => {
     expect(nameProblem(name)).toEqual(expect.any(String));
     const error = bootenvErrorFrom(() => assertValidName(name));
     expect(error.code).toBe('INVALID_NAME');
-    expect(error.exitStatus).toBe(3);
+    expect(error.exitStatus).toBe(EXIT_CODES.INVALID_NAME);
     expect(error.message).toContain(JSON.stringify(name));
   });
 
