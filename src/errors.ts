@@ -34,6 +34,8 @@ export const EXIT_CODES = {
   NOT_BOOTABLE: 13,
   /** Output of a tool, or a state file, could not be understood. */
   PARSE: 14,
+  /** The command needs root (every command but check, --help and --version). */
+  NOT_ROOT: 15,
   /** Interrupted by a signal; everything half-done was undone. */
   INTERRUPTED: 130,
 } as const;

@@ -15,7 +15,7 @@ import { regenerateGrubConfig, writeMenuEntries } from '../grub/config.js';
 import { chooseBootFiles, type BootFiles } from '../grub/kernels.js';
 import { generateBootMenu } from '../grub/menu.js';
 import { listDirectory, makeDirectory, pathExists, readText, writeFileAtomic } from '../sys/fs.js';
-import { mountBtrfsTemporarily } from '../sys/mount.js';
+import { mountBtrfsTemporarily, NOSUID_NODEV } from '../sys/mount.js';
 import type { Scope } from '../sys/scope.js';
 import { INSTALLED_ROOT_MOUNTPOINT, rewriteFstabForBootEnvironment } from './fstab.js';
 import { readOsRelease } from './os-release.js';
@@ -102,7 +102,7 @@ export async function refreshBootMenu(scope: Scope, session: Session, state: Boo
     });
   }
   const text = generateBootMenu({ filesystemUuid: await filesystemUuid(session.top), environments, defaultName });
-  const grubHome = await mountBtrfsTemporarily(scope, session.probe.device, `subvol=/${state.installedRoot}`, 'grubhome');
+  const grubHome = await mountBtrfsTemporarily(scope, session.probe.device, `subvol=/${state.installedRoot},${NOSUID_NODEV}`, 'grubhome');
   scope.onAbort('regenerate grub.cfg from the previous entries', () => regenerateGrubConfig(grubHome));
   await writeMenuEntries(scope, grubHome, text);
   await regenerateGrubConfig(grubHome);

@@ -20,22 +20,23 @@ import { GRUB_HOME, GRUB_SCRIPT } from '../grub/config.js';
 import { cancelOneShot, forgetTriedOneShot, readOneShot, renameOneShot, scheduleOneShot } from '../grub/one-shot.js';
 import { haveProgram, run } from '../sys/exec.js';
 import {
+  isBehindPrivateDirectory,
   isDirectory,
   makeDirectory,
-  makeTemporaryDirectory,
+  makePrivateDirectory,
   pathExists,
   readText,
   removeEmptyDirectory,
   renamePath,
   writeFileAtomic,
 } from '../sys/fs.js';
-import { mountBtrfs, unmount } from '../sys/mount.js';
+import { mountBtrfs, NOSUID_NODEV, RUNTIME_DIRECTORY, unmount } from '../sys/mount.js';
 import { withScope } from '../sys/scope.js';
 import { bootFilesOf, forgetBootEnvironment, makeBootEnvironment, refreshBootMenu, requireBootable } from './environments.js';
 import { rewriteFstabForBootEnvironment } from './fstab.js';
 import { assertValidName, sanitizeName } from './names.js';
 import { readOsRelease } from './os-release.js';
-import { bootEnvironmentSubvolumes, findBootEnvironment, installedRootPath, requireState, saveState, type Options, type Session } from './session.js';
+import { bootEnvironmentSubvolumes, findBootEnvironment, installedRootPath, requireRoot, requireState, saveState, type Options, type Session } from './session.js';
 import { CONTAINER, STATE_FILE, newState, type BootenvState } from './state.js';
 import { probeSystem, type SystemProbe } from './system.js';
 import { clearPending, openSession, readPending } from './transaction.js';
@@ -68,8 +69,17 @@ export interface BootEnvironment {
 /** For the CLI's signal handler: stop the running operation at its next step and unwind. */
 export { interrupt as interruptOperation, abortOpenScopes as abortOperation } from '../sys/scope.js';
 
-const MOUNT_PREFIX = '/tmp/be_mount.';
+/** Where `beadm mount` mounts a BE when given no directory: root's alone (0700). */
+const MOUNT_DIRECTORY = `${RUNTIME_DIRECTORY}/mnt`;
 const BOOT_ID_FILE = '/proc/sys/kernel/random/boot_id';
+
+/** Unmounts `mounts` in order, removing the mount points `beadm mount` made in MOUNT_DIRECTORY. */
+async function unmountAll(mounts: readonly MountInfo[]): Promise<void> {
+  for (const mount of mounts) {
+    await unmount(mount.mountPoint, true);
+    if (path.dirname(mount.mountPoint) === MOUNT_DIRECTORY) await removeEmptyDirectory(mount.mountPoint);
+  }
+}
 
 /** Mounts of a BE other than the booted `/`, deepest first. */
 function extraMounts(probe: SystemProbe, mounts: readonly MountInfo[], subvolume: string): MountInfo[] {
@@ -360,7 +370,7 @@ export async function destroyBootEnvironment(name: string, options: DestroyOptio
         hint: `beadm unmount ${name}, or destroy -F`,
       });
     }
-    for (const mount of mounts) await unmount(mount.mountPoint, true);
+    await unmountAll(mounts);
     await forgetBootEnvironment(scope, session, { uuid: subvolume.uuid, subvolume: subvolume.path }, true);
     return { name, subvolume: subvolume.path };
   });
@@ -397,12 +407,24 @@ export async function renameBootEnvironment(from: string, to: string, options: O
   });
 }
 
+export interface MountOptions extends Options {
+  /** Mount it read-write (default read-only). */
+  writable?: boolean;
+  /** Honour its setuid bits and device nodes (default: neither). */
+  suid?: boolean;
+}
+
 /**
- * Mounts BE `name` read-write at `directory` (created if missing; default a new
- * /tmp/be_mount.XXXXXX). The mount stays until `beadm unmount`. Refuses a BE
- * that is already mounted.
+ * Mounts BE `name` at `directory` (created if missing; default
+ * /run/bootenv/mnt/NAME, under a directory only root can enter): read-only,
+ * with setuid bits and device nodes ignored (nosuid,nodev), unless
+ * `writable` or `suid`; those two only behind a directory only root can
+ * enter, so that no other user reaches a writable BE or its setuid programs.
+ * The mount stays until `beadm unmount`. Refuses (BUSY) a BE that is already
+ * mounted and a directory something is mounted on; USAGE for `writable` or
+ * `suid` at a directory other users can reach.
  */
-export async function mountBootEnvironment(name: string, directory: string | undefined, options: Options = {}): Promise<BootEnvironment> {
+export async function mountBootEnvironment(name: string, directory: string | undefined, options: MountOptions = {}): Promise<BootEnvironment> {
   assertValidName(name);
   return withScope(async (scope) => {
     const session = await openSession(scope, options);
@@ -412,18 +434,19 @@ export async function mountBootEnvironment(name: string, directory: string | und
     if (existing.length > 0) {
       throw new BootenvError('BUSY', `${name} is already mounted at ${existing.map((m) => m.mountPoint).join(', ')}`);
     }
-    let target: string;
-    if (directory === undefined) {
-      target = await makeTemporaryDirectory(MOUNT_PREFIX);
-      scope.onAbort(`remove ${target}`, () => removeEmptyDirectory(target));
-    } else {
-      target = path.resolve(directory);
-      if (mountAt(session.probe.mounts, target) !== undefined) {
-        throw new BootenvError('BUSY', `something is already mounted at ${target}`);
-      }
-      if (await makeDirectory(target)) scope.onAbort(`remove ${target}`, () => removeEmptyDirectory(target));
+    const target = path.resolve(directory ?? path.join(MOUNT_DIRECTORY, name));
+    if (mountAt(session.probe.mounts, target) !== undefined) {
+      throw new BootenvError('BUSY', `something is already mounted at ${target}`);
     }
-    await mountBtrfs(scope, session.probe.device, target, `subvol=/${subvolume.path}`, 'kept');
+    if ((options.writable || options.suid) && directory !== undefined && !(await isBehindPrivateDirectory(target))) {
+      throw new BootenvError('USAGE', `${target} can be reached by users other than root: a ${options.suid ? 'setuid-honouring' : 'writable'} mount of a BE is only made behind a directory only root can enter`, {
+        hint: `leave DIR out (${MOUNT_DIRECTORY}/${name}), or choose one below a directory of mode 0700 owned by root`,
+      });
+    }
+    if (directory === undefined) await makePrivateDirectory(MOUNT_DIRECTORY);
+    if (await makeDirectory(target)) scope.onAbort(`remove ${target}`, () => removeEmptyDirectory(target));
+    const access = `${options.writable ? 'rw' : 'ro'},${options.suid ? 'suid,dev' : NOSUID_NODEV}`;
+    await mountBtrfs(scope, session.probe.device, target, `subvol=/${subvolume.path},${access}`, 'kept');
     session.probe.mounts = await readMountTable();
     return describeOne(session, name);
   });
@@ -441,10 +464,7 @@ export async function unmountBootEnvironment(name: string, options: Options = {}
     }
     const mounts = extraMounts(session.probe, session.probe.mounts, subvolume.path);
     if (mounts.length === 0) throw new BootenvError('NOT_FOUND', `${name} is not mounted`);
-    for (const mount of mounts) {
-      await unmount(mount.mountPoint, true);
-      if (mount.mountPoint.startsWith(MOUNT_PREFIX)) await removeEmptyDirectory(mount.mountPoint);
-    }
+    await unmountAll(mounts);
     session.probe.mounts = await readMountTable();
     return describeOne(session, name);
   });
@@ -462,6 +482,7 @@ export interface UpgradeOptions {
  * with bootenv's hooks diverting it into a new BE. Returns apt-get's exit status.
  */
 export async function upgradeIntoBootEnvironment(options: UpgradeOptions = {}): Promise<number> {
+  requireRoot();
   if (options.beName !== undefined) assertValidName(options.beName);
   const args = options.aptArguments !== undefined && options.aptArguments.length > 0 ? options.aptArguments : ['dist-upgrade'];
   const result = await run(['apt-get', ...args], {

@@ -11,9 +11,9 @@ import path from 'node:path';
 import { listSubvolumes } from '../btrfs/commands.js';
 import type { Subvolume } from '../btrfs/parse.js';
 import { BootenvError } from '../errors.js';
-import { readTextIfExists, removeFile, writeFileAtomic } from '../sys/fs.js';
+import { readTextIfExists, removeFile, writePrivateFileAtomic } from '../sys/fs.js';
 import { acquireGlobalLock } from '../sys/lock.js';
-import { mountBtrfsTemporarily } from '../sys/mount.js';
+import { mountBtrfsTemporarily, NOSUID_NODEV } from '../sys/mount.js';
 import type { Scope } from '../sys/scope.js';
 import { assertValidName, nameProblem } from './names.js';
 import { CONTAINER, STATE_FILE, parseState, serializeState, type BootenvState } from './state.js';
@@ -40,16 +40,29 @@ export interface Session {
 }
 
 /**
- * Probes the system, takes the global lock, mounts the top level privately
+ * Throws NOT_ROOT, before anything is read or written, unless this process runs
+ * as root: every operation but `check` mounts, locks or writes.
+ */
+export function requireRoot(): void {
+  if (process.geteuid?.() !== 0) {
+    throw new BootenvError('NOT_ROOT', 'beadm needs root for this: it mounts the btrfs top level, takes the global lock and writes bootenv state', {
+      hint: 'run it with sudo (beadm check and --help work as any user)',
+    });
+  }
+}
+
+/**
+ * Checks for root, probes the system, takes the global lock, mounts the top level privately
  * for the duration of `scope` (noatime: what beadm reads there, such as every
  * BE's dpkg md5sums for audit and dedupe, must not rewrite inodes and so
- * metadata of the BEs), and reads subvolumes and state. Needs root. Throws
+ * metadata of the BEs), and reads subvolumes and state. Throws NOT_ROOT,
  * UNSUPPORTED, TOOL_MISSING, LOCKED, PARSE.
  */
 export async function beginSession(scope: Scope, options: Options): Promise<Session> {
+  requireRoot();
   const probe = await probeSystem();
   await acquireGlobalLock(scope, options.lockWaitSeconds ?? DEFAULT_LOCK_WAIT_SECONDS);
-  const top = await mountBtrfsTemporarily(scope, probe.device, 'subvolid=5,noatime', 'top');
+  const top = await mountBtrfsTemporarily(scope, probe.device, `subvolid=5,noatime,${NOSUID_NODEV}`, 'top');
   const stateText = await readTextIfExists(path.join(top, CONTAINER, STATE_FILE));
   return {
     probe,
@@ -89,13 +102,13 @@ export function installedRootPath(session: Session, state: BootenvState): string
   return path.join(session.top, state.installedRoot);
 }
 
-/** Writes `state` to @bootenv/.bootenv.json atomically; the previous file comes back if `scope` aborts. */
+/** Writes `state` to @bootenv/.bootenv.json atomically, root's alone (0600); the previous file comes back if `scope` aborts. */
 export async function saveState(scope: Scope, session: Session, state: BootenvState): Promise<void> {
   const file = path.join(session.top, CONTAINER, STATE_FILE);
   const previous = await readTextIfExists(file);
-  await writeFileAtomic(file, serializeState(state));
+  await writePrivateFileAtomic(file, serializeState(state));
   scope.onAbort(`restore ${CONTAINER}/${STATE_FILE}`, () =>
-    previous === undefined ? removeFile(file) : writeFileAtomic(file, previous),
+    previous === undefined ? removeFile(file) : writePrivateFileAtomic(file, previous),
   );
   session.state = state;
 }

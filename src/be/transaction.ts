@@ -8,9 +8,14 @@
  *              files apt writes before dpkg runs (extended_states, debconf's
  *              databases), put back once the BE holds apt's version;
  *   pending/   the BE made by this boot's apt runs: pending.json, the BE
- *              mounted at pending/root, and apt.conf, which apt reads through
+ *              mounted at pending/be/root (root's alone, nosuid,nodev), its
+ *              /var/lib/dpkg and /var/lib/apt bound at pending/dpkg and
+ *              pending/apt (nosuid,nodev,noexec: apt run by any user reads
+ *              them), and apt.conf, which apt reads through
  *              /etc/apt/apt.conf.d/51bootenv-pending so that later apt runs
  *              plan against the pending BE's dpkg status.
+ * Nothing here but pending/ is reachable by other users: txn/ and
+ * pending/be/ are root's alone (0700), the records 0600.
  *
  * The steps run in apt's separate processes (tukit's keep/resume), tied
  * together by txn.json, which names the apt process (pid and start time):
@@ -49,6 +54,7 @@ import {
   isDirectory,
   listDirectory,
   makeDirectory,
+  makePrivateDirectory,
   modificationTime,
   pathExists,
   readTextIfExists,
@@ -61,9 +67,10 @@ import {
   saveFileCopy,
   setModificationTime,
   writeFileAtomic,
+  writePrivateFileAtomic,
   type SavedFile,
 } from '../sys/fs.js';
-import { bindMount, detachMount, mountBtrfs, mountChrootFilesystems, RUNTIME_DIRECTORY, unmount } from '../sys/mount.js';
+import { bindMount, detachMount, mountBtrfs, mountChrootFilesystems, NOSUID_NODEV, RUNTIME_DIRECTORY, unmount } from '../sys/mount.js';
 import { processInfo, stopProcessesRootedIn } from '../sys/process.js';
 import { withScope, type Scope } from '../sys/scope.js';
 import { CONFIG_FILE, DEFAULT_CONFIG, nameFromTemplate, parseConfig, type BootenvConfig } from './config.js';
@@ -78,7 +85,15 @@ const TRANSACTION_ROOT = `${TRANSACTION_DIRECTORY}/root`;
 const TRANSACTION_FILE = `${TRANSACTION_DIRECTORY}/txn.json`;
 const PREIMAGE_DIRECTORY = `${TRANSACTION_DIRECTORY}/preimage`;
 const PENDING_DIRECTORY = `${RUNTIME_DIRECTORY}/pending`;
-const PENDING_ROOT = `${PENDING_DIRECTORY}/root`;
+const PENDING_PRIVATE = `${PENDING_DIRECTORY}/be`;
+const PENDING_ROOT = `${PENDING_PRIVATE}/root`;
+/** What of the pending BE other users' apt reads: [public mount point, directory in the BE]. */
+const PENDING_VIEWS: ReadonlyArray<[string, string]> = [
+  [`${PENDING_DIRECTORY}/dpkg`, '/var/lib/dpkg'],
+  [`${PENDING_DIRECTORY}/apt`, '/var/lib/apt'],
+];
+const PENDING_STATUS = `${PENDING_DIRECTORY}/dpkg/status`;
+const PENDING_EXTENDED_STATES = `${PENDING_DIRECTORY}/apt/extended_states`;
 const PENDING_APT_CONF = `${PENDING_DIRECTORY}/apt.conf`;
 const PENDING_FILE = `${PENDING_DIRECTORY}/pending.json`;
 
@@ -326,7 +341,9 @@ async function openBootEnvironment(
   await restorePreImages(record.preImages);
   record.preImagesRestored = true;
 
+  await makePrivateDirectory(TRANSACTION_DIRECTORY);
   await makeDirectory(TRANSACTION_ROOT, 0o755);
+  // Setuid bits and devices honoured (maintainer scripts may need them), behind txn/, which is root's alone.
   await mountBtrfs(scope, session.probe.device, TRANSACTION_ROOT, `subvol=/${subvolume}`, 'kept');
   record.mounts.push(TRANSACTION_ROOT);
   record.mounts.push(...(await mountChrootFilesystems(scope, TRANSACTION_ROOT, { hostTmp: true, binds: [ARCHIVES], lifetime: 'kept' })));
@@ -465,9 +482,9 @@ async function finalize(
     await saveState(scope, session, state);
     await refreshBootMenu(scope, session, state);
   }
-  await makeDirectory(PENDING_ROOT, 0o755);
-  if (!(await isMountPoint(PENDING_ROOT))) await mountBtrfs(scope, session.probe.device, PENDING_ROOT, `subvol=/${environment.subvolume}`, 'kept');
-  await writePending({ name: environment.name, uuid: environment.uuid, subvolume: environment.subvolume });
+  const made = { name: environment.name, uuid: environment.uuid, subvolume: environment.subvolume };
+  await mountPending(scope, session, made);
+  await writePending(made);
   await removeTransactionRecord();
   return { outcome: 'finished', name: environment.name, subvolume: environment.subvolume, replaced, skipUnchanged };
 }
@@ -579,8 +596,8 @@ async function readTransaction(): Promise<TransactionRecord | undefined> {
 }
 
 async function writeTransaction(record: TransactionRecord): Promise<void> {
-  await makeDirectory(TRANSACTION_DIRECTORY, 0o700);
-  await writeFileAtomic(TRANSACTION_FILE, `${JSON.stringify(record, null, 2)}\n`, 0o600);
+  await makePrivateDirectory(TRANSACTION_DIRECTORY);
+  await writePrivateFileAtomic(TRANSACTION_FILE, `${JSON.stringify(record, null, 2)}\n`);
 }
 
 /** Forgets the transaction: its record, pre-images and (empty, unmounted) root directory. */
@@ -600,7 +617,8 @@ async function unmountTransaction(record: TransactionRecord): Promise<void> {
 
 /** Copies each file (or notes its absence), and its directory's mtime, before apt writes it. */
 async function savePreImages(paths: readonly string[]): Promise<PreImages> {
-  await makeDirectory(PREIMAGE_DIRECTORY, 0o700);
+  await makePrivateDirectory(TRANSACTION_DIRECTORY);
+  await makePrivateDirectory(PREIMAGE_DIRECTORY);
   const files: PreImage[] = [];
   for (const [index, file] of paths.entries()) {
     files.push({ path: file, saved: await saveFileCopy(file, path.join(PREIMAGE_DIRECTORY, String(index))) });
@@ -638,8 +656,8 @@ async function writePending(record: PendingRecord): Promise<void> {
     PENDING_APT_CONF,
     [
       `// Written by bootenv: BE ${record.name} holds apt's changes since this boot; apt plans against it.`,
-      `Dir::State::status "${PENDING_ROOT}/var/lib/dpkg/status";`,
-      `Dir::State::extended_states "${PENDING_ROOT}/var/lib/apt/extended_states";`,
+      `Dir::State::status "${PENDING_STATUS}";`,
+      `Dir::State::extended_states "${PENDING_EXTENDED_STATES}";`,
       '',
     ].join('\n'),
   );
@@ -656,11 +674,24 @@ async function writePending(record: PendingRecord): Promise<void> {
 export async function clearPending(scope: Scope, session: Session, pending: PendingRecord): Promise<void> {
   await writeFileAtomic(PENDING_APT_CONF, '// No boot environment is pending (bootenv).\n');
   await removeFile(PENDING_FILE);
-  if (await isMountPoint(PENDING_ROOT)) await detachMount(PENDING_ROOT);
+  for (const target of [...PENDING_VIEWS.map(([view]) => view), PENDING_ROOT]) {
+    if (await isMountPoint(target)) await detachMount(target);
+  }
   scope.onAbort(`make ${pending.name} pending again`, async () => {
-    if (!(await isMountPoint(PENDING_ROOT))) {
-      await withScope((remount) => mountBtrfs(remount, session.probe.device, PENDING_ROOT, `subvol=/${pending.subvolume}`, 'kept'));
-    }
+    await withScope((remount) => mountPending(remount, session, pending));
     await writePending(pending);
   });
+}
+
+/** Mounts `pending` at PENDING_ROOT (root's alone, nosuid,nodev) and its dpkg and apt state at PENDING_VIEWS; unmounted if `scope` aborts. */
+async function mountPending(scope: Scope, session: Session, pending: PendingRecord): Promise<void> {
+  await makePrivateDirectory(PENDING_PRIVATE);
+  await makeDirectory(PENDING_ROOT);
+  if (!(await isMountPoint(PENDING_ROOT))) {
+    await mountBtrfs(scope, session.probe.device, PENDING_ROOT, `subvol=/${pending.subvolume},${NOSUID_NODEV}`, 'kept');
+  }
+  for (const [view, inside] of PENDING_VIEWS) {
+    await makeDirectory(view);
+    if (!(await isMountPoint(view))) await bindMount(scope, `${PENDING_ROOT}${inside}`, view, 'kept', { options: `${NOSUID_NODEV},noexec` });
+  }
 }

@@ -194,11 +194,13 @@ function buildProgram(
 
   program
     .command('mount')
-    .description('mount a BE read-write at DIR (default: a new /tmp/be_mount.XXXXXX)')
+    .description('mount a BE read-only, setuid bits and device nodes ignored, at DIR (default: /run/bootenv/mnt/NAME, root only)')
     .argument('<name>', 'BE to mount')
     .argument('[dir]', 'mount point')
-    .action(async (name: string, directory: string | undefined) => {
-      const environment = await mountBootEnvironment(name, directory, options);
+    .option('-w, --writable', 'mount it read-write (DIR must be behind a directory only root can enter)')
+    .option('--suid', 'honour its setuid bits and device nodes (DIR must be behind a directory only root can enter)')
+    .action(async (name: string, directory: string | undefined, commandOptions: { writable?: boolean; suid?: boolean }) => {
+      const environment = await mountBootEnvironment(name, directory, { ...options, ...commandOptions });
       setReply({ data: environment, text: `${environment.mountpoint}\n` });
     });
 

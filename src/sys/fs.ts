@@ -60,15 +60,24 @@ export async function listDirectory(dir: string): Promise<string[]> {
  * that is gone afterwards).
  */
 export async function writeFileAtomic(file: string, content: string, mode = 0o644): Promise<void> {
-  throwIfInterrupted();
-  const dir = path.dirname(file);
-  const temporary = path.join(dir, `.${path.basename(file)}.bootenv-${process.pid}`);
   let finalMode = mode;
   try {
     finalMode = (await fs.stat(file)).mode & 0o7777;
   } catch {
     // a new file gets `mode`
   }
+  await replaceFile(file, content, finalMode);
+}
+
+/** As writeFileAtomic, but the file is root's alone (0600) whatever mode it had before. */
+export async function writePrivateFileAtomic(file: string, content: string): Promise<void> {
+  await replaceFile(file, content, 0o600);
+}
+
+async function replaceFile(file: string, content: string, finalMode: number): Promise<void> {
+  throwIfInterrupted();
+  const dir = path.dirname(file);
+  const temporary = path.join(dir, `.${path.basename(file)}.bootenv-${process.pid}`);
   const handle = await fs.open(temporary, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, finalMode);
   try {
     await handle.writeFile(content, 'utf8');
@@ -111,6 +120,35 @@ export async function makeDirectory(dir: string, mode = 0o755): Promise<boolean>
   const existed = await isDirectory(dir);
   await fs.mkdir(dir, { recursive: true, mode });
   return !existed;
+}
+
+/**
+ * Creates `dir` (and parents, 0755) if missing and makes it root's alone
+ * (0700, owner root) even if it existed: what is below it is out of every
+ * other user's reach, mounts included.
+ */
+export async function makePrivateDirectory(dir: string): Promise<void> {
+  throwIfInterrupted();
+  await fs.mkdir(dir, { recursive: true, mode: 0o755 });
+  await fs.chown(dir, 0, 0);
+  await fs.chmod(dir, 0o700);
+}
+
+/**
+ * Whether some directory above `file` is root's and closed to everyone else
+ * (no search permission for group and others): then no other user reaches
+ * `file`, whatever its own mode or what is mounted on it.
+ */
+export async function isBehindPrivateDirectory(file: string): Promise<boolean> {
+  for (let dir = path.dirname(path.resolve(file)); ; dir = path.dirname(dir)) {
+    try {
+      const stat = await fs.stat(dir);
+      if (stat.uid === 0 && (stat.mode & 0o011) === 0) return true;
+    } catch {
+      // a missing ancestor is created later with our modes; keep looking above it
+    }
+    if (dir === path.dirname(dir)) return false;
+  }
 }
 
 /** Creates a fresh directory named `prefix` + random suffix; returns its path. */

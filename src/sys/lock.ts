@@ -4,7 +4,8 @@
  * the lock when that child ends, and the child ends when we close the pipe or
  * die in any way (even SIGKILL), so a crashed beadm never leaves a stale lock.
  * We know the lock is ours when `cat` echoes the line we wrote: it only runs
- * once flock has the lock.
+ * once flock has the lock. The lock file is root's alone (0600): whoever can
+ * open it can hold it, and with it stop every apt run.
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
@@ -22,6 +23,10 @@ const CONFLICT_EXIT = 75;
  */
 export async function acquireGlobalLock(scope: Scope, waitSeconds: number, lockFile = LOCK_FILE): Promise<void> {
   await fs.mkdir(path.dirname(lockFile), { recursive: true, mode: 0o755 });
+  // Root's alone: flock(2) needs only an open file, so a lock file others can open is one they can hold.
+  await (await fs.open(lockFile, 'a', 0o600)).close();
+  await fs.chown(lockFile, 0, 0);
+  await fs.chmod(lockFile, 0o600);
   const child = execa(
     'flock',
     ['--exclusive', '--wait', String(waitSeconds), '--conflict-exit-code', String(CONFLICT_EXIT), lockFile, 'cat'],

@@ -8,13 +8,22 @@
  */
 import { promises as fs } from 'node:fs';
 import { run } from './exec.js';
-import { makeTemporaryDirectory, removeEmptyDirectory } from './fs.js';
+import { makePrivateDirectory, makeTemporaryDirectory, removeEmptyDirectory } from './fs.js';
 import type { Scope } from './scope.js';
 
-/** Where bootenv makes its private, short-lived mount points. */
+/** bootenv's runtime directory (0755: apt reads pending/apt.conf in it as any user). */
 export const RUNTIME_DIRECTORY = '/run/bootenv';
+/** Where bootenv makes its short-lived mount points: root's alone (0700), so no other user reaches a BE through them. */
+const PRIVATE_MOUNTS = `${RUNTIME_DIRECTORY}/private`;
 
 export type MountLifetime = 'operation' | 'kept';
+
+/**
+ * Mount options for a BE that is not the running root: its setuid programs
+ * (an older BE holds the ones from before the last security update) and its
+ * device nodes give nobody anything.
+ */
+export const NOSUID_NODEV = 'nosuid,nodev';
 
 function registerUnmount(scope: Scope, target: string, lifetime: MountLifetime, recursive: boolean): void {
   const undo = () => unmount(target, recursive);
@@ -28,10 +37,17 @@ export async function mountBtrfs(scope: Scope, device: string, target: string, o
   registerUnmount(scope, target, lifetime, false);
 }
 
-/** Binds `source` at `target` (recursively: with the mounts below it). */
-export async function bindMount(scope: Scope, source: string, target: string, lifetime: MountLifetime, recursive = false): Promise<void> {
-  await run(['mount', recursive ? '--rbind' : '--bind', source, target]);
-  registerUnmount(scope, target, lifetime, recursive);
+export interface BindOptions {
+  /** With the mounts below `source`. */
+  recursive?: boolean;
+  /** Per-mount flags for the bind, e.g. NOSUID_NODEV. */
+  options?: string;
+}
+
+/** Binds `source` at `target`. */
+export async function bindMount(scope: Scope, source: string, target: string, lifetime: MountLifetime, bind: BindOptions = {}): Promise<void> {
+  await run(['mount', bind.recursive ? '--rbind' : '--bind', ...(bind.options === undefined ? [] : ['-o', bind.options]), source, target]);
+  registerUnmount(scope, target, lifetime, bind.recursive === true);
 }
 
 async function mountTmpfs(scope: Scope, target: string, options: string, lifetime: MountLifetime): Promise<void> {
@@ -54,11 +70,13 @@ export async function detachMount(target: string): Promise<void> {
 }
 
 /**
- * Mounts btrfs `device` with `options` on a fresh directory under /run/bootenv
- * for the duration of `scope`. Returns the mount point.
+ * Mounts btrfs `device` with `options` on a fresh directory under
+ * /run/bootenv/private (root's alone) for the duration of `scope`. Returns
+ * the mount point.
  */
 export async function mountBtrfsTemporarily(scope: Scope, device: string, options: string, label: string): Promise<string> {
-  const target = await makeTemporaryDirectory(`${RUNTIME_DIRECTORY}/${label}.`);
+  await makePrivateDirectory(PRIVATE_MOUNTS);
+  const target = await makeTemporaryDirectory(`${PRIVATE_MOUNTS}/${label}.`);
   scope.always(`remove ${target}`, () => removeEmptyDirectory(target));
   await mountBtrfs(scope, device, target, options, 'operation');
   return target;
@@ -83,9 +101,9 @@ export async function mountChrootFilesystems(scope: Scope, root: string, options
   const steps: Array<[string, (target: string) => Promise<void>]> = [
     ['/proc', (target) => bindMount(scope, '/proc', target, lifetime)],
     ['/sys', (target) => bindMount(scope, '/sys', target, lifetime)],
-    ['/dev', (target) => bindMount(scope, '/dev', target, lifetime, true)],
+    ['/dev', (target) => bindMount(scope, '/dev', target, lifetime, { recursive: true })],
     ['/run', (target) => mountTmpfs(scope, target, 'mode=0755', lifetime)],
-    ['/tmp', (target) => (options.hostTmp ? bindMount(scope, '/tmp', target, lifetime, true) : mountTmpfs(scope, target, 'mode=1777', lifetime))],
+    ['/tmp', (target) => (options.hostTmp ? bindMount(scope, '/tmp', target, lifetime, { recursive: true }) : mountTmpfs(scope, target, 'mode=1777', lifetime))],
     ...(options.binds ?? []).map((source): [string, (target: string) => Promise<void>] => [source, (target) => bindMount(scope, source, target, lifetime)]),
   ];
   const made: string[] = [];

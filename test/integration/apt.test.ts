@@ -21,6 +21,12 @@ import { WAIT_UNTIL } from '../harness/shell.js';
  */
 const MANIFEST_EXCLUDE = ['/proc', '/sys', '/dev', '/run', '/tmp', '/var/cache/apt', '/var/log/apt'];
 const APT_ENV = 'export DEBIAN_FRONTEND=noninteractive; ';
+/**
+ * The tail of `findmnt -rn -o TARGET | grep bootenv; ls /run/bootenv` once apt is done: only
+ * the pending BE (root's alone) and its dpkg and apt state (for apt run by any user) stay
+ * mounted, and no transaction is left.
+ */
+const ONLY_PENDING_LEFT = /\/run\/bootenv\/pending\/be\/root\n\/run\/bootenv\/pending\/dpkg\n\/run\/bootenv\/pending\/apt\n(lock\n)?pending(\nprivate)?\n?$/;
 
 let sandbox: Sandbox;
 const firstBE = '@bootenv/debian-12';
@@ -117,7 +123,7 @@ describe('apt-get diverted into a new BE', () => {
     // The second upgrade had nothing to do: apt planned against the pending BE.
     expect(result.stdout.split('rc5=0')[1]).toContain('0 upgraded, 0 newly installed');
     // Only the pending BE stays mounted (for apt to plan against); no transaction left.
-    expect(result.stdout.slice(-200)).toMatch(/\/run\/bootenv\/pending\/root\n(lock\n)?pending\n?$/);
+    expect(result.stdout.slice(-200)).toMatch(ONLY_PENDING_LEFT);
 
     await expectUnchanged(firstBE, before);
     expect(await versionsIn(firstBE)).toEqual({});
@@ -198,7 +204,7 @@ describe('apt-get diverted into a new BE', () => {
     expect(result.stdout).toContain('rc-remove=0');
     expect(result.stdout).toContain('rc-fail=100');
     expect(result.stdout).toMatch(/bootenv: dpkg failed \(exit status 1\); boot environment apt-\S+ was discarded\. Nothing else changed\./);
-    expect(result.stdout).toMatch(/\/run\/bootenv\/pending\/root\n(lock\n)?pending\n?$/);
+    expect(result.stdout).toMatch(ONLY_PENDING_LEFT);
     const after = await bootEnvironments();
     expect(after).toHaveLength(environments.length + 1);
     const stacked = await pendingOf(pending.subvolume);
@@ -247,11 +253,11 @@ describe('apt-get diverted into a new BE', () => {
     const result = await sandbox.boot(pending.subvolume, ['bash', '-c', script]);
     for (const phase of ['unpack', 'configure']) {
       expect(result.stdout).toContain(`beadm-during-${phase}=${EXIT_CODES.BUSY}`);
-      expect(result.stdout).toMatch(new RegExp(`killed-${phase}\\n(lock\\n)?(pending\\n)?txn\\n`));
+      expect(result.stdout).toMatch(new RegExp(`killed-${phase}\\n(lock\\n)?(pending\\n)?(private\\n)?txn\\n`));
       expect(result.stdout).toContain(`next-${phase}=0`);
     }
     expect(result.stdout.match(/beadm: note: aborted the transaction of apt \(pid \d+\), which ended without finishing it/g)).toHaveLength(2);
-    expect(result.stdout).toMatch(/\/run\/bootenv\/pending\/root\n(lock\n)?pending\n?$/);
+    expect(result.stdout).toMatch(ONLY_PENDING_LEFT);
     await expectUnchanged(pending.subvolume, before);
     // One new pending BE (with what the two later runs installed), nothing of the killed runs.
     expect(await bootEnvironments()).toHaveLength(environments.length + 1);

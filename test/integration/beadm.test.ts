@@ -236,9 +236,10 @@ describe('beadm on an Ubuntu-style layout', () => {
       'beadm unmount b3 >/dev/null; echo "unmount=$?"',
       'findmnt -rn /mnt/b3 >/dev/null; echo "findmnt=$?"',
       'beadm unmount b3 >/dev/null 2>&1; echo "unmount-again=$?"',
-      'p=$(beadm mount b3); echo "tmp=${p%.*}"',
+      'p=$(beadm mount b3); echo "default=$p"',
       'beadm destroy -F b3 >/dev/null; echo "destroy-F=$?"',
-      'findmnt -rn "$p" >/dev/null; echo "findmnt-tmp=$?"',
+      'findmnt -rn "$p" >/dev/null; echo "findmnt-default=$?"',
+      'test -e "$p"; echo "default-left=$?"',
     ].join('\n');
     const result = await sandbox.boot(firstBE.subvolume, ['bash', '-c', script]);
     expect(result.stderr).toBe('');
@@ -251,9 +252,10 @@ describe('beadm on an Ubuntu-style layout', () => {
       'unmount=0',
       'findmnt=1',
       `unmount-again=${EXIT_CODES.NOT_FOUND}`,
-      'tmp=/tmp/be_mount',
+      'default=/run/bootenv/mnt/b3',
       'destroy-F=0',
-      'findmnt-tmp=1',
+      'findmnt-default=1',
+      'default-left=1',
     ]);
     expect(await sandbox.subvolumes()).not.toContain('@bootenv/b3');
     expect(await sandbox.readFile('@/boot/grub/grub.cfg')).not.toContain('bootenv-b3');

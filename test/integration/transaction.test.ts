@@ -74,7 +74,7 @@ describe('the apt transaction fails closed and undoes in one way', () => {
       beadm activate debian-12; echo "rc-activate=$?"
       rm /.rootbe/etc/grub.d/99_test_fail
       echo "after-activate:"; cat /run/bootenv/pending/pending.json; echo
-      findmnt -rn -o TARGET,FSROOT /run/bootenv/pending/root
+      findmnt -rn -o TARGET,FSROOT /run/bootenv/pending/be/root
       apt-config dump | grep '^Dir::State::status'`;
     const before = await bootEnvironments();
     const result = await sandbox.boot(firstBE, ['bash', '-c', script]);
@@ -87,7 +87,11 @@ describe('the apt transaction fails closed and undoes in one way', () => {
     expect(result.stdout).toMatch(/refusals=[1-9]/);
     expect(result.stdout).toContain('rc-fail=100');
     expect(result.stdout).not.toMatch(/^txn$/m);
-    expect(result.stdout.split('mounts:')[1]?.split('\n').filter((line) => line.startsWith('/run/bootenv/'))[0]).toBe('/run/bootenv/pending/root');
+    expect(result.stdout.split('mounts:')[1]?.split('rc-activate=')[0]?.split('\n').filter((line) => line.startsWith('/run/bootenv/'))).toEqual([
+      '/run/bootenv/pending/be/root',
+      '/run/bootenv/pending/dpkg',
+      '/run/bootenv/pending/apt',
+    ]);
 
     // Nothing was activated: the one new BE is the good run's, the default and the menu name it.
     expect(await bootEnvironments()).toEqual([...before, pending.subvolume]);
@@ -105,8 +109,8 @@ describe('the apt transaction fails closed and undoes in one way', () => {
     expect(result.stderr).toMatch(/grub-mkconfig .*failed: .*injected failure/s);
     const after = result.stdout.split('after-activate:')[1] ?? '';
     expect(JSON.parse(/^\{[^}]*\}$/m.exec(after)?.[0] ?? 'null')).toEqual(pending);
-    expect(after).toContain(`/run/bootenv/pending/root /${pending.subvolume}`);
-    expect(after).toContain('Dir::State::status "/run/bootenv/pending/root/var/lib/dpkg/status";');
+    expect(after).toContain(`/run/bootenv/pending/be/root /${pending.subvolume}`);
+    expect(after).toContain('Dir::State::status "/run/bootenv/pending/dpkg/status";');
     expect((await readState()).defaultUuid).toBe(pending.uuid);
     expect(await sandbox.hostMounts()).toEqual([]);
   });
