@@ -58,7 +58,9 @@ import {
   modificationTime,
   pathExists,
   readTextIfExists,
+  fileStamp,
   realPath,
+  realPathIfExists,
   removeEmptyDirectory,
   removeFile,
   removeTree,
@@ -71,7 +73,7 @@ import {
   type SavedFile,
 } from '../sys/fs.js';
 import { bindMount, detachMount, mountBtrfs, mountChrootFilesystems, NOSUID_NODEV, RUNTIME_DIRECTORY, unmount } from '../sys/mount.js';
-import { processInfo, stopProcessesRootedIn } from '../sys/process.js';
+import { lockedFiles, processCommandLine, processInfo, stopProcessesRootedIn } from '../sys/process.js';
 import { withScope, type Scope } from '../sys/scope.js';
 import { CONFIG_FILE, DEFAULT_CONFIG, nameFromTemplate, parseConfig, type BootenvConfig } from './config.js';
 import { forgetBootEnvironment, makeBootEnvironment, refreshBootMenu } from './environments.js';
@@ -111,8 +113,11 @@ const APT_LOGS = ['/var/log/apt/history.log', '/var/log/apt/term.log'];
 const POLICY_RC_D = '/usr/sbin/policy-rc.d';
 const POLICY_RC_D_SAVED = '/usr/sbin/policy-rc.d.bootenv-saved';
 const ARCHIVES = '/var/cache/apt/archives';
-/** Processes between apt and bootenv: apt runs its hooks through `sh -c`, and they reach beadm through the apt-hook script. */
-const INTERMEDIATE_COMMANDS = ['sh', 'dash', 'bash', 'apt-hook'];
+const DPKG_STATUS = '/var/lib/dpkg/status';
+/** bootenv's dpkg wrapper; /usr/bin/dpkg is diverted to it, and apt's Dir::Bin::dpkg names it. */
+const DPKG_WRAPPER = '/usr/lib/bootenv/dpkg';
+/** dpkg's frontend lock, in the admin directory the front end plans against. */
+const FRONTEND_LOCK = 'lock-frontend';
 
 interface PreImage {
   /** Absolute path of the file apt may write (in the running root or the pending BE). */
@@ -126,14 +131,20 @@ interface PreImages {
   directories: Array<{ path: string; mtime: string }>;
 }
 
+/** The program that drives apt's package manager for this transaction (apt-get, apt, aptitude, unattended-upgrade, packagekitd). */
+interface FrontEnd {
+  pid: number;
+  /** Field 22 of /proc/PID/stat: with the pid, names the process across pid reuse. */
+  startTime: string;
+  /** Its command line. */
+  command: string[];
+}
+
 interface TransactionRecord {
-  aptPid: number;
-  aptStartTime: string;
+  frontEnd: FrontEnd;
   started: string;
   /** dpkg runs in place (divert = auto on a system that cannot make a BE). */
   passthrough: boolean;
-  /** apt's command line, for the BE's metadata. */
-  command: string[];
   actions: PackageAction[];
   preImages: PreImages;
   preImagesRestored: boolean;
@@ -146,6 +157,8 @@ interface TransactionRecord {
   /** Whether the BE had a policy-rc.d of its own, moved aside while dpkg runs. */
   policyRcdSaved: boolean;
   dpkgFailed: number | null;
+  /** Size and mtime of the running root's dpkg status when the transaction began: it must not change without a BE. */
+  runningStatus: string;
 }
 
 /** The BE made by this boot's apt runs, which later apt runs stack onto. */
@@ -176,7 +189,7 @@ export async function openSession(scope: Scope, options: Options, during: During
   await withScope((recovery) => recoverInterruptedTransactions(recovery, session));
   const live = await readTransaction();
   if (during === 'refuse' && live !== undefined) {
-    throw new BootenvError('BUSY', `apt (pid ${live.aptPid}) is installing into a new boot environment`, {
+    throw new BootenvError('BUSY', `${frontEndName(live.frontEnd)} (pid ${live.frontEnd.pid}) is installing into a new boot environment`, {
       hint: 'wait for apt to finish and try again',
     });
   }
@@ -217,27 +230,18 @@ async function reasonToRunInPlace(config: BootenvConfig, options: Options): Prom
   }
 }
 
-async function startInPlace(aptPid: number, reason: string, options: Options): Promise<void> {
+async function startInPlace(frontEnd: FrontEnd, reason: string, options: Options): Promise<void> {
   options.onNotice?.(`${reason}: dpkg runs in place, without a boot environment`);
-  await writeTransaction(await newRecord(aptPid, true));
+  await writeTransaction(await newRecord(frontEnd, true));
 }
 
-async function aptCommandLine(pid: number): Promise<string[]> {
-  const text = (await readTextIfExists(`/proc/${pid}/cmdline`)) ?? '';
-  return text.split('\0').filter((word) => word !== '');
-}
-
-async function newRecord(aptPid: number, passthrough: boolean): Promise<TransactionRecord> {
-  const apt = await processInfo(aptPid);
-  if (apt === undefined) throw new BootenvError('INTERNAL', `apt process ${aptPid} is gone`);
+async function newRecord(frontEnd: FrontEnd, passthrough: boolean): Promise<TransactionRecord> {
   const logOffsets: Record<string, number> = {};
   for (const log of APT_LOGS) logOffsets[log] = await fileSize(log);
   return {
-    aptPid,
-    aptStartTime: apt.startTime,
+    frontEnd,
     started: new Date().toISOString(),
     passthrough,
-    command: await aptCommandLine(aptPid),
     actions: [],
     preImages: { files: [], directories: [] },
     preImagesRestored: false,
@@ -246,14 +250,32 @@ async function newRecord(aptPid: number, passthrough: boolean): Promise<Transact
     mounts: [],
     policyRcdSaved: false,
     dpkgFailed: null,
+    runningStatus: await fileStamp(DPKG_STATUS),
   };
 }
 
-function requireOwnTransaction(record: TransactionRecord | undefined, aptPid: number): TransactionRecord | undefined {
-  if (record !== undefined && record.aptPid !== aptPid) {
-    throw new BootenvError('BUSY', `another apt (pid ${record.aptPid}) has a bootenv transaction under way`);
+function requireOwnTransaction(record: TransactionRecord | undefined, frontEnd: FrontEnd): TransactionRecord | undefined {
+  if (record !== undefined && !isSameProcess(record.frontEnd, frontEnd)) {
+    throw new BootenvError('BUSY', `${frontEndName(record.frontEnd)} (pid ${record.frontEnd.pid}) has a bootenv transaction under way`);
   }
   return record;
+}
+
+/**
+ * Refuses, before apt runs any dpkg call, a front end that would run dpkg
+ * past bootenv: its Dir::Bin::dpkg (from the hook's configuration dump) must
+ * lead to bootenv's wrapper, as apt's configured one and the diverted
+ * /usr/bin/dpkg do. python-apt's apt.Cache(rootdir=…), which
+ * unattended-upgrade uses, sets it to /usr/bin/dpkg whatever the
+ * configuration says.
+ */
+async function requireDpkgThroughBootenv(frontEnd: FrontEnd, config: ReadonlyMap<string, string>): Promise<void> {
+  const configured = [...config].find(([key]) => key.toLowerCase() === 'dir::bin::dpkg')?.[1] ?? '/usr/bin/dpkg';
+  const wrapper = await realPathIfExists(DPKG_WRAPPER);
+  if (wrapper !== undefined && (await realPathIfExists(configured)) === wrapper) return;
+  throw new BootenvError('UNSUPPORTED', `${frontEndName(frontEnd)} runs dpkg as ${configured}, which is not bootenv's wrapper: dpkg would change the running system, so nothing is done`, {
+    hint: `/usr/bin/dpkg should be diverted to ${DPKG_WRAPPER} (dpkg-divert --list /usr/bin/dpkg); reinstall bootenv, or run it with BOOTENV=off to change the running system in place`,
+  });
 }
 
 /**
@@ -262,16 +284,17 @@ function requireOwnTransaction(record: TransactionRecord | undefined, aptPid: nu
  * pre-images of the files apt writes before dpkg. Needs root.
  */
 export async function prepareTransaction(input: string, options: Options = {}): Promise<void> {
-  const { actions } = parsePreInstallPkgsInput(input);
-  const aptPid = await findAptProcess(process.ppid);
+  const { actions, config: aptConfig } = parsePreInstallPkgsInput(input);
+  const frontEnd = await requireFrontEnd(process.ppid);
   const config = await loadConfig();
   const reason = await reasonToRunInPlace(config, options);
-  if (reason !== undefined) return startInPlace(aptPid, reason, options);
+  if (reason !== undefined) return startInPlace(frontEnd, reason, options);
+  await requireDpkgThroughBootenv(frontEnd, aptConfig);
   await withScope(async (scope) => {
     const session = await openSession(scope, options, 'allow');
     requireState(session);
-    const existing = requireOwnTransaction(await readTransaction(), aptPid);
-    const record = existing ?? (await newRecord(aptPid, false));
+    const existing = requireOwnTransaction(await readTransaction(), frontEnd);
+    const record = existing ?? (await newRecord(frontEnd, false));
     if (record.preImages.files.length === 0 && record.environment === null) {
       const pending = await readPending();
       const extendedStates = pending === undefined ? EXTENDED_STATES : `${PENDING_ROOT}${EXTENDED_STATES}`;
@@ -289,19 +312,25 @@ export async function prepareTransaction(input: string, options: Options = {}): 
  * not run — when no BE can be made; what this call made is undone then.
  */
 export async function enterTransaction(dpkgParentPid: number, dpkgArgs: readonly string[], options: Options = {}): Promise<string> {
-  const aptPid = await findAptProcess(dpkgParentPid);
+  const frontEnd = await findFrontEnd(dpkgParentPid);
+  if (frontEnd === undefined) {
+    options.onNotice?.(
+      'dpkg was not started by apt or a program using its package manager: it changes the running system in place, as without bootenv (beadm upgrade -- install ./PACKAGE.deb puts a package into a new boot environment)',
+    );
+    return '';
+  }
   const existing = await readTransaction();
-  if (existing?.passthrough && existing.aptPid === aptPid) return '';
+  if (existing?.passthrough && isSameProcess(existing.frontEnd, frontEnd)) return '';
   const config = await loadConfig();
   const reason = existing === undefined ? await reasonToRunInPlace(config, options) : undefined;
   if (reason !== undefined) {
-    await startInPlace(aptPid, reason, options);
+    await startInPlace(frontEnd, reason, options);
     return '';
   }
   return withScope(async (scope) => {
     const session = await openSession(scope, options, 'allow');
     const state = requireState(session);
-    const record = requireOwnTransaction(await readTransaction(), aptPid) ?? (await newRecord(aptPid, false));
+    const record = requireOwnTransaction(await readTransaction(), frontEnd) ?? (await newRecord(frontEnd, false));
     if (record.environment === null) await openBootEnvironment(scope, session, state, record, config);
     await bindDebDirectories(scope, record, dpkgArgs);
     await writeTransaction(record);
@@ -330,10 +359,10 @@ async function openBootEnvironment(
   assertValidName(name);
   const subvolume = `${CONTAINER}/${name}`;
 
-  const description = `apt: ${record.command.slice(1).join(' ')}`.slice(0, 200);
+  const description = `${frontEndName(record.frontEnd)}: ${commandArguments(record.frontEnd.command).join(' ')}`.slice(0, 200);
   const created = await makeBootEnvironment(scope, session, state, name, base.subvolume, description);
   const entry = state.environments[created.uuid] as NonNullable<BootenvState['environments'][string]>;
-  entry.transaction = { open: true, subvolume, command: record.command, packages: record.actions, finished: null };
+  entry.transaction = { open: true, subvolume, command: record.frontEnd.command, packages: record.actions, finished: null };
   await saveState(scope, session, state);
   record.environment = { name, uuid: created.uuid, subvolume, baseUuid: base.subvolume.uuid, basePending: pending !== undefined };
 
@@ -378,9 +407,9 @@ async function bindDebDirectories(scope: Scope, record: TransactionRecord, dpkgA
 
 /** The dpkg wrapper reports a failed dpkg call: the transaction will be aborted. */
 export async function recordDpkgFailure(dpkgParentPid: number, status: number): Promise<void> {
-  const aptPid = await findAptProcess(dpkgParentPid);
+  const frontEnd = await findFrontEnd(dpkgParentPid);
   const record = await readTransaction();
-  if (record === undefined || record.aptPid !== aptPid) return;
+  if (frontEnd === undefined || record === undefined || !isSameProcess(record.frontEnd, frontEnd)) return;
   record.dpkgFailed = status;
   await writeTransaction(record);
 }
@@ -405,18 +434,27 @@ export type TransactionOutcome =
  * the error thrown, so that apt reports the run as failed.
  */
 export async function finishTransaction(options: Options = {}): Promise<TransactionOutcome> {
-  const aptPid = await findAptProcess(process.ppid);
+  const frontEnd = await requireFrontEnd(process.ppid);
   let finalizeError: unknown;
   const outcome = await withScope(async (scope): Promise<TransactionOutcome> => {
     const initial = await readTransaction();
-    if (initial === undefined || initial.aptPid !== aptPid) return { outcome: 'none' };
+    if (initial === undefined || !isSameProcess(initial.frontEnd, frontEnd)) return { outcome: 'none' };
     if (initial.passthrough) {
       await removeTransactionRecord();
       return { outcome: 'in-place' };
     }
     const session = await openSession(scope, options, 'allow');
     const state = requireState(session);
-    const record = requireOwnTransaction(await readTransaction(), aptPid) as TransactionRecord;
+    const record = requireOwnTransaction(await readTransaction(), frontEnd) as TransactionRecord;
+    if (record.environment === null && record.dpkgFailed === null) {
+      // No dpkg call reached bootenv. Either none changed anything, or one ran past bootenv: the running root's dpkg status tells.
+      await abortTransaction(scope, session, record);
+      if ((await fileStamp(DPKG_STATUS)) === record.runningStatus) return { outcome: 'none' };
+      finalizeError = new BootenvError('COMMAND_FAILED', `dpkg changed the running system's ${DPKG_STATUS} without bootenv: ${frontEndName(frontEnd)} ran dpkg past bootenv's wrapper, and no boot environment holds its changes`, {
+        hint: '/usr/bin/dpkg should be diverted to bootenv (dpkg-divert --list /usr/bin/dpkg); reinstall bootenv',
+      });
+      return { outcome: 'none' };
+    }
     if (record.environment === null || record.dpkgFailed !== null) {
       await abortTransaction(scope, session, record);
       return { outcome: 'aborted', name: record.environment?.name ?? null, dpkgStatus: record.dpkgFailed };
@@ -544,7 +582,7 @@ async function recoverInterruptedTransactions(scope: Scope, session: Session): P
     if (await isAlive(record)) live = record;
     else {
       await abortTransaction(scope, session, record);
-      session.notify(`aborted the transaction of apt (pid ${record.aptPid}), which ended without finishing it`);
+      session.notify(`aborted the transaction of ${frontEndName(record.frontEnd)} (pid ${record.frontEnd.pid}), which ended without finishing it`);
     }
   }
   for (const [uuid, entry] of Object.entries(session.state?.environments ?? {})) {
@@ -555,36 +593,63 @@ async function recoverInterruptedTransactions(scope: Scope, session: Session): P
 }
 
 // ---------------------------------------------------------------------------
-// Which apt a step belongs to.
+// Which front end a step belongs to.
 
 /**
- * The apt process a hook or dpkg call belongs to: the first ancestor from
- * `startPid` on that is not one of INTERMEDIATE_COMMANDS, and then the
- * topmost of a chain of processes of that name, because apt forks a child of
- * itself for part of its work (measured with apt 2.6: Post-Invoke runs under
- * such a child, Pre-Install-Pkgs and dpkg under the parent).
+ * The front end a hook or dpkg call belongs to: the nearest process from
+ * `startPid` up that holds dpkg's frontend lock. Every program that drives
+ * apt's package manager (apt-get, apt, aptitude, python-apt's
+ * unattended-upgrade, packagekitd) takes that lock before it runs hooks and
+ * dpkg, and keeps it until done; a child it forks does not hold it (measured:
+ * apt runs Post-Invoke from a child of itself, python-apt runs the package
+ * manager in a forked child, hooks run through sh -c). Undefined when no such
+ * process is above `startPid` (dpkg started by hand).
  */
-async function findAptProcess(startPid: number): Promise<number> {
+async function findFrontEnd(startPid: number): Promise<FrontEnd | undefined> {
   let pid = startPid;
-  for (let depth = 0; depth < 8; depth += 1) {
+  for (let depth = 0; depth < 32 && pid > 0; depth += 1) {
     const info = await processInfo(pid);
-    if (info === undefined) break;
-    if (INTERMEDIATE_COMMANDS.includes(info.command)) {
-      pid = info.parentPid;
-      continue;
+    if (info === undefined) return undefined;
+    if ((await lockedFiles(pid)).some((file) => path.basename(file) === FRONTEND_LOCK)) {
+      return { pid, startTime: info.startTime, command: await processCommandLine(pid) };
     }
-    let current = info;
-    for (;;) {
-      const parent = await processInfo(current.parentPid);
-      if (parent === undefined || parent.command !== current.command) return current.pid;
-      current = parent;
-    }
+    pid = info.parentPid;
   }
-  throw new BootenvError('INTERNAL', `cannot find the apt process above pid ${startPid}`);
+  return undefined;
 }
 
-async function isAlive(record: { aptPid: number; aptStartTime: string }): Promise<boolean> {
-  return (await processInfo(record.aptPid))?.startTime === record.aptStartTime;
+/** findFrontEnd for the hooks, which apt always runs holding the lock; throws UNSUPPORTED otherwise. */
+async function requireFrontEnd(startPid: number): Promise<FrontEnd> {
+  const frontEnd = await findFrontEnd(startPid);
+  if (frontEnd === undefined) {
+    throw new BootenvError('UNSUPPORTED', `no process above pid ${startPid} holds dpkg's frontend lock: bootenv's APT hooks run only from apt or a program using its package manager`);
+  }
+  return frontEnd;
+}
+
+function isSameProcess(a: { pid: number; startTime: string }, b: { pid: number; startTime: string }): boolean {
+  return a.pid === b.pid && a.startTime === b.startTime;
+}
+
+async function isAlive(record: TransactionRecord): Promise<boolean> {
+  const now = await processInfo(record.frontEnd.pid);
+  return now !== undefined && isSameProcess(record.frontEnd, { pid: now.pid, startTime: now.startTime });
+}
+
+/** Interpreters whose first argument is the program that runs (python3 /usr/bin/unattended-upgrade). */
+const INTERPRETERS = /^(python[0-9.]*|perl|sh|bash|dash)$/;
+
+/** The program's own arguments of a command line, without an interpreter in front. */
+function commandArguments(command: readonly string[]): string[] {
+  const skip = INTERPRETERS.test(path.basename(command[0] ?? '')) && command.length > 1 ? 2 : 1;
+  return command.slice(skip);
+}
+
+/** The front end's name for messages: apt-get, aptitude, unattended-upgrade, packagekitd. */
+function frontEndName(frontEnd: FrontEnd): string {
+  const command = frontEnd.command;
+  const program = INTERPRETERS.test(path.basename(command[0] ?? '')) && command.length > 1 ? command[1] : command[0];
+  return program === undefined ? 'apt' : path.basename(program);
 }
 
 // ---------------------------------------------------------------------------

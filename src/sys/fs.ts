@@ -273,6 +273,25 @@ export async function fileSize(file: string): Promise<number> {
 }
 
 /** Resolves symlinks in `file`. */
+/** The canonical path of `file` (symlinks resolved); undefined when it or a link on the way does not exist. */
+export async function realPathIfExists(file: string): Promise<string | undefined> {
+  try {
+    return await fs.realpath(file);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Size and modification time (nanoseconds) of `file` as one comparable string; 'absent' when it does not exist. */
+export async function fileStamp(file: string): Promise<string> {
+  try {
+    const stat = await fs.stat(file, { bigint: true });
+    return `${stat.size}:${stat.mtimeNs}`;
+  } catch {
+    return 'absent';
+  }
+}
+
 export async function realPath(file: string): Promise<string> {
   return fs.realpath(file);
 }

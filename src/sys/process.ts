@@ -32,6 +32,37 @@ export async function processInfo(pid: number): Promise<ProcessInfo | undefined>
   };
 }
 
+/** The command line of `pid` (/proc/PID/cmdline); empty when the process is gone. */
+export async function processCommandLine(pid: number): Promise<string[]> {
+  const text = (await readTextIfExists(`/proc/${pid}/cmdline`)) ?? '';
+  return text.split('\0').filter((word) => word !== '');
+}
+
+/**
+ * Paths of the files `pid` itself holds a lock on, from /proc/PID/fd and the
+ * `lock:` lines of /proc/PID/fdinfo (a POSIX lock shows there only for the
+ * process that took it, not for a child it forked); empty when the process is
+ * gone. Needs root for other users' processes.
+ */
+export async function lockedFiles(pid: number): Promise<string[]> {
+  let descriptors: string[];
+  try {
+    descriptors = await fs.readdir(`/proc/${pid}/fd`);
+  } catch {
+    return [];
+  }
+  const locked: string[] = [];
+  for (const descriptor of descriptors) {
+    try {
+      if (!/^lock:/m.test(await fs.readFile(`/proc/${pid}/fdinfo/${descriptor}`, 'utf8'))) continue;
+      locked.push(await fs.readlink(`/proc/${pid}/fd/${descriptor}`));
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return locked;
+}
+
 /** PIDs of processes whose root directory is `root` or below it. */
 async function processesRootedIn(root: string): Promise<number[]> {
   const pids: number[] = [];

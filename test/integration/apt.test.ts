@@ -256,7 +256,7 @@ describe('apt-get diverted into a new BE', () => {
       expect(result.stdout).toMatch(new RegExp(`killed-${phase}\\n(lock\\n)?(pending\\n)?(private\\n)?txn\\n`));
       expect(result.stdout).toContain(`next-${phase}=0`);
     }
-    expect(result.stdout.match(/beadm: note: aborted the transaction of apt \(pid \d+\), which ended without finishing it/g)).toHaveLength(2);
+    expect(result.stdout.match(/beadm: note: aborted the transaction of apt-get \(pid \d+\), which ended without finishing it/g)).toHaveLength(2);
     expect(result.stdout).toMatch(ONLY_PENDING_LEFT);
     await expectUnchanged(pending.subvolume, before);
     // One new pending BE (with what the two later runs installed), nothing of the killed runs.
