@@ -40,6 +40,18 @@ function aptGet(subvolume: string, args: string[], env: Record<string, string> =
   return sandbox.boot(subvolume, ['apt-get', ...args], { env: { ...APT_ENV, ...env } });
 }
 
+/** apt-get install of `fixture` in the first BE exits 0 and lands in one new BE; the running BE does not get it. */
+async function expectDivertedInstall(fixture: string): Promise<void> {
+  const before = await sandbox.subvolumes();
+  const result = await aptGet(first, ['install', '-y', fixture]);
+  expectExit(result, 0);
+  const made = /apt's changes are in boot environment \S+ \((@bootenv\/\S+)\)/.exec(result.stdout)?.[1];
+  expect(made).toBeDefined();
+  expect(await sandbox.subvolumes()).toEqual([...before, made]);
+  expect(await versionIn(first, fixture)).toBeUndefined();
+  expect(await versionIn(made as string, fixture)).toBe('1.0');
+}
+
 beforeAll(async () => {
   sandbox = await Sandbox.create(inject('bookwormBase'), 'ubuntu');
   await sandbox.withTopLevel((top) => installRepositoryInRoot(path.join(top, '@')));
@@ -71,28 +83,14 @@ describe('divert = never', () => {
 
   it('overridden by a later divert = always line, as beadm reads the file: diverted', async () => {
     await sandbox.withTopLevel(async (top) => writeFileSync(path.join(top, first, 'etc/bootenv/bootenv.conf'), 'divert = never\ndivert = always\n'));
-    const before = await sandbox.subvolumes();
-    const result = await aptGet(first, ['install', '-y', 'bootenv-t-many-4']);
-    expectExit(result, 0);
-    const made = /apt's changes are in boot environment \S+ \((@bootenv\/\S+)\)/.exec(result.stdout)?.[1];
-    expect(made).toBeDefined();
-    expect(await sandbox.subvolumes()).toEqual([...before, made]);
-    expect(await versionIn(first, 'bootenv-t-many-4')).toBeUndefined();
-    expect(await versionIn(made as string, 'bootenv-t-many-4')).toBe('1.0');
+    await expectDivertedInstall('bootenv-t-many-4');
   });
 });
 
 describe('divert = auto', () => {
   it('booted into a BE, apt-get install still lands in a new BE', async () => {
     await setDivert(first, 'auto');
-    const before = await sandbox.subvolumes();
-    const result = await aptGet(first, ['install', '-y', 'bootenv-t-many-1']);
-    expectExit(result, 0);
-    const made = /apt's changes are in boot environment \S+ \((@bootenv\/\S+)\)/.exec(result.stdout)?.[1];
-    expect(made).toBeDefined();
-    expect(await sandbox.subvolumes()).toEqual([...before, made]);
-    expect(await versionIn(first, 'bootenv-t-many-1')).toBeUndefined();
-    expect(await versionIn(made as string, 'bootenv-t-many-1')).toBe('1.0');
+    await expectDivertedInstall('bootenv-t-many-1');
   });
 
   it('booted from the installed root (@), apt-get install runs in place and says so', async () => {
