@@ -1,9 +1,9 @@
 /**
  * What a dpkg command line asks for, as apt hands it to Dir::Bin::dpkg: does it
  * change state (and so belongs in a BE), which .deb files and --recursive
- * directories it reads, which file descriptors it reports on. Pure. The shell
- * wrapper (hooks/apt/bootenv-apt) keeps its own copy of CHANGING_ACTIONS for
- * its fast path; test/unit checks the two agree.
+ * directories it reads. Pure. The shell wrapper (hooks/apt/apt-hook, its
+ * changes_state) keeps its own copy of CHANGING_ACTIONS for its Node-free fast
+ * path; test/unit/apt-hook.test.ts runs it against this definition.
  */
 
 /** dpkg actions that change the package database or the installed files. */

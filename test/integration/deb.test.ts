@@ -1,15 +1,32 @@
-// The Debian package (issue #4): built from this checkout, lintian-clean, installed with
-// apt-get into a debootstrapped Debian 12 and Debian 13 laid out like an Ubuntu install; then
-// the whole story runs from the installed files only: beadm init, boot the first BE, a diverted
-// apt-get from the fixture repository, boot the new BE, and removal/purge leaving every BE.
-import { copyFileSync } from 'node:fs';
+// The Debian package (issues #4, #10): built from this checkout, lintian-clean, installed with
+// apt-get into a debootstrapped Debian 12 (apt 2.6) and Debian 13 (apt 3.0) laid out like an
+// Ubuntu install; then the story runs from the installed files only: beadm init, boot the first
+// BE, a diverted apt-get from the fixture repository, boot the new BE. Then bootenv goes away
+// every way there is — remove and purge, diverted (into a new BE, which is made and activated;
+// the running BE keeps bootenv) and in place — each run's exit status asserted, apt working
+// afterwards, and after each purge no path of the .deb (dpkg-deb -c) left in that root.
+// One sandbox per distribution: the in-place purge runs in a second BE made with beadm create
+// before the in-place removal, so that every removal starts from bootenv installed.
+import { copyFileSync, lstatSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { installRepositoryInRoot } from '../harness/repo.js';
-import { Sandbox } from '../harness/sandbox.js';
+import { Sandbox, type RunResult } from '../harness/sandbox.js';
 
-const APT_ENV = 'export DEBIAN_FRONTEND=noninteractive; ';
+const APT_ENV = { DEBIAN_FRONTEND: 'noninteractive' };
+const DIVERTED = /apt's changes are in boot environment (\S+) \((@bootenv\/\S+)\)/;
+
+/** Paths bootenv makes or owns besides the .deb's members (the stand-in dpkg lives in /usr/lib/bootenv). */
+const BOOTENV_PATHS = ['/etc/bootenv', '/etc/apt/apt.conf.d/50bootenv', '/etc/apt/apt.conf.d/51bootenv-pending', '/usr/lib/bootenv'];
+
+/**
+ * What a `find -name '*bootenv*'` of a root may still show after a purge: the test's own files
+ * (the fixture repository, its source and apt's lists of it, the fixture packages' files, the
+ * copied .deb) and GRUB's home as snapshotted into the BE (beadm's menu of all BEs, which lives
+ * in the installed root and is kept by design).
+ */
+const NOT_BOOTENV = /^\/(root\/bootenv\.deb|boot\/grub\/bootenv)(\/|$)|bootenv-test|bootenv-t-/;
 
 it('lintian reports no error and no warning', async () => {
   const result = await execa('lintian', ['--fail-on', 'error,warning', inject('debPackage')], { reject: false });
@@ -17,25 +34,103 @@ it('lintian reports no error and no warning', async () => {
   expect(result.exitCode).toBe(0);
 });
 
+/** Fails with the run's output when its exit status is not 0. */
+function expectSuccess(result: RunResult): void {
+  expect(result.exitCode, `${result.stdout.slice(-3000)}\n${result.stderr.slice(-3000)}`).toBe(0);
+}
+
+/** An apt run that exited 0 and never lost its dpkg: no error, no "Could not exec dpkg!" (apt 2.6), no fallback warning (apt 3.0). */
+function expectCleanAptRun(result: RunResult): void {
+  expectSuccess(result);
+  const output = result.stdout + result.stderr;
+  expect(output).not.toMatch(/^E:/m);
+  expect(output).not.toContain('Could not exec dpkg');
+  expect(output).not.toContain('Dir::Bin::dpkg is missing');
+}
+
 async function bootEnvironments(sandbox: Sandbox): Promise<string[]> {
   return (await sandbox.subvolumes()).filter((subvolume) => subvolume.startsWith('@bootenv/'));
 }
 
-async function versionIn(sandbox: Sandbox, subvolume: string, name: string): Promise<string | undefined> {
+/** dpkg's abbreviated status and version of `name` in a subvolume, from the host. */
+async function statusIn(sandbox: Sandbox, subvolume: string, name: string): Promise<{ status: string; version: string } | undefined> {
   return sandbox.withTopLevel(async (top) => {
     const result = await execa('dpkg-query', [`--admindir=${path.join(top, subvolume, 'var/lib/dpkg')}`, '-f', '${db:Status-Abbrev} ${Version}', '-W', name], { reject: false });
+    if (result.exitCode !== 0) return undefined;
     const [status, version] = result.stdout.trim().split(/\s+/);
-    return result.exitCode === 0 && status === 'ii' ? version : undefined;
+    return { status: status as string, version: version as string };
   });
 }
 
+async function versionIn(sandbox: Sandbox, subvolume: string, name: string): Promise<string | undefined> {
+  const found = await statusIn(sandbox, subvolume, name);
+  return found?.status === 'ii' ? found.version : undefined;
+}
+
+function exists(file: string): boolean {
+  return lstatSync(file, { throwIfNoEntry: false }) !== undefined;
+}
+
+/** The .deb's members as `dpkg-deb -c` lists them: files (and symlinks) and directories, as absolute paths. */
+async function debMembers(deb: string): Promise<{ files: string[]; directories: string[] }> {
+  const { stdout } = await execa('dpkg-deb', ['-c', deb]);
+  const files: string[] = [];
+  const directories: string[] = [];
+  for (const line of stdout.split('\n').filter(Boolean)) {
+    const match = /^(\S)\S*\s+\S+\s+\d+\s+\S+\s+\S+\s+\.(\/\S*)(?: -> \S+)?$/.exec(line);
+    if (match === null) throw new Error(`dpkg-deb -c: unexpected line ${JSON.stringify(line)}`);
+    const [, type, member] = match as unknown as [string, string, string];
+    if (type === 'd') {
+      if (member !== '/') directories.push(member.replace(/\/$/, ''));
+    } else files.push(member);
+  }
+  return { files, directories };
+}
+
+/**
+ * Checks with dpkg-query, lstat and find that nothing of bootenv is left in `subvolume`'s root:
+ * dpkg knows no bootenv; no file of the .deb, none of BOOTENV_PATHS; a directory of the .deb
+ * still there holds other packages' files (dpkg removes one once it is empty); no other
+ * `*bootenv*` name but NOT_BOOTENV.
+ */
+async function expectNothingLeft(sandbox: Sandbox, subvolume: string): Promise<void> {
+  const { files, directories } = await debMembers(inject('debPackage'));
+  await sandbox.withTopLevel(async (top) => {
+    const root = path.join(top, subvolume);
+    const query = await execa('dpkg-query', [`--admindir=${path.join(root, 'var/lib/dpkg')}`, '-W', 'bootenv'], { reject: false });
+    expect(query.stderr).toContain('no packages found matching bootenv');
+    expect(query.exitCode).toBe(1);
+    expect([...files, ...BOOTENV_PATHS].filter((file) => exists(path.join(root, file)))).toEqual([]);
+    const emptyDirectories = directories.filter((directory) => exists(path.join(root, directory)) && readdirSync(path.join(root, directory)).length === 0);
+    expect(emptyDirectories).toEqual([]);
+    const found = await execa('find', [root, '-xdev', '-name', '*bootenv*']);
+    const names = found.stdout.split('\n').filter(Boolean).map((name) => name.slice(root.length));
+    expect(names.filter((name) => !NOT_BOOTENV.test(name))).toEqual([]);
+  });
+}
+
+/** A root in which apt works: apt-get update and an install from the fixture repository exit 0; no bootenv hook is left in apt's configuration. */
+async function expectAptWorks(sandbox: Sandbox, subvolume: string, fixture: string): Promise<void> {
+  const update = await sandbox.boot(subvolume, ['apt-get', 'update', '-qq'], { env: APT_ENV });
+  expectSuccess(update);
+  const install = await sandbox.boot(subvolume, ['apt-get', 'install', '-y', fixture], { env: APT_ENV });
+  expectCleanAptRun(install);
+  expect(install.stdout + install.stderr).not.toMatch(/bootenv:|^W:/m);
+  expect(await versionIn(sandbox, subvolume, fixture)).toBe('1.0');
+  const config = await sandbox.boot(subvolume, ['apt-config', 'dump']);
+  expectSuccess(config);
+  expect(config.stdout).not.toContain('bootenv');
+}
+
 describe.each([
-  { distribution: 'Debian 12 (nodejs 18)', base: 'bookwormBase' as const, purge: 'diverted' },
-  { distribution: 'Debian 13 (nodejs 20)', base: 'trixieBase' as const, purge: 'in place' },
-])('$distribution', ({ base, purge }) => {
+  // The README's in-place purge (BOOTENV=off) on one, divert = never on the other.
+  { distribution: 'Debian 12 (apt 2.6, nodejs 18)', base: 'bookwormBase' as const, inPlacePurge: 'BOOTENV=off' },
+  { distribution: 'Debian 13 (apt 3.0, nodejs 20)', base: 'trixieBase' as const, inPlacePurge: 'divert = never' },
+])('$distribution', ({ base, inPlacePurge }) => {
   let sandbox: Sandbox;
   let first: string;
   let upgraded: string;
+  const copy = '@bootenv/in-place-purge';
 
   beforeAll(async () => {
     sandbox = await Sandbox.create(inject(base), 'ubuntu', { withBootenv: false });
@@ -51,12 +146,14 @@ describe.each([
   });
 
   it('apt-get install ./bootenv.deb works without making a BE; man beadm works', async () => {
-    const result = await sandbox.boot('@', ['bash', '-c', `${APT_ENV} apt-get install -y /root/bootenv.deb; echo "rc=$?"; man -P cat beadm | head -5; apt-config dump | grep '^Dir::Bin::dpkg'; lsinitramfs /boot/initrd.img-* | grep bootenv`]);
-    expect(result.stdout).toContain('rc=0');
-    expect(result.stdout).toContain("bootenv: run 'beadm init' to start using boot environments");
+    const install = await sandbox.boot('@', ['apt-get', 'install', '-y', '/root/bootenv.deb'], { env: APT_ENV });
+    expectSuccess(install);
+    expect(install.stdout).toContain("bootenv: run 'beadm init' to start using boot environments");
+    expect(install.stdout).not.toContain("apt's changes are in boot environment");
+    const result = await sandbox.boot('@', ['bash', '-c', `man -P cat beadm | head -5; apt-config dump | grep '^Dir::Bin::dpkg'; lsinitramfs /boot/initrd.img-* | grep bootenv`]);
+    expectSuccess(result);
     expect(result.stdout).toMatch(/beadm - manage boot environments on btrfs/);
     expect(result.stdout).toContain('Dir::Bin::dpkg "/usr/lib/bootenv/dpkg";');
-    expect(result.stdout).not.toContain("apt's changes are in boot environment");
     // Its trigger rebuilt the initramfs with what takes a one-shot activation (beadm activate -t).
     expect(result.stdout).toContain('usr/lib/bootenv/bootenv-one-shot');
     expect(result.stdout).toContain('scripts/local-bottom/bootenv');
@@ -66,56 +163,112 @@ describe.each([
   it('beadm init from the installed files; the first BE boots', async () => {
     await sandbox.withTopLevel((top) => installRepositoryInRoot(path.join(top, '@')));
     const init = await sandbox.boot('@', ['beadm', 'init', '--json']);
-    expect(init.exitCode).toBe(0);
+    expectSuccess(init);
     first = (JSON.parse(init.stdout) as { subvolume: string }).subvolume;
     const list = await sandbox.boot(first, ['beadm', 'list', '-H']);
+    expectSuccess(list);
     expect(list.stdout.split('\t').slice(0, 2)).toEqual([first.replace('@bootenv/', ''), 'NR']);
     expect(await sandbox.readFile('@/boot/grub/grub.cfg')).toContain(`rootflags=subvol=${first}`);
   });
 
   it('a plain apt-get install is diverted by the installed hooks; the new BE boots with it', async () => {
-    const result = await sandbox.boot(first, ['bash', '-c', `${APT_ENV} apt-get update -qq && apt-get install -y bootenv-t-marker; echo "rc=$?"`]);
-    expect(result.stdout).toContain('rc=0');
-    const match = /apt's changes are in boot environment (\S+) \((@bootenv\/\S+)\)/.exec(result.stdout);
+    expectSuccess(await sandbox.boot(first, ['apt-get', 'update', '-qq'], { env: APT_ENV }));
+    const result = await sandbox.boot(first, ['apt-get', 'install', '-y', 'bootenv-t-marker'], { env: APT_ENV });
+    expectSuccess(result);
+    const match = DIVERTED.exec(result.stdout);
     expect(match).not.toBeNull();
     upgraded = match?.[2] as string;
     expect(await versionIn(sandbox, first, 'bootenv-t-marker')).toBeUndefined();
     expect(await versionIn(sandbox, upgraded, 'bootenv-t-marker')).toBe('1.0');
-    const booted = await sandbox.boot(upgraded, ['bash', '-c', 'dpkg-query -W bootenv-t-marker; beadm list -H | cut -f1,2']);
+    const booted = await sandbox.boot(upgraded, ['bash', '-c', 'dpkg-query -W bootenv-t-marker && beadm list -H | cut -f1,2']);
+    expectSuccess(booted);
     expect(booted.stdout).toContain('bootenv-t-marker\t1.0');
     expect(booted.stdout).toContain(`${upgraded.replace('@bootenv/', '')}\tNR`);
+    // The in-place purge starts from this BE as it is now, bootenv installed.
+    expectSuccess(await sandbox.beadm(upgraded, ['create', copy.replace('@bootenv/', '')]));
   });
 
-  it(`apt-get purge bootenv (${purge}) leaves every BE; apt then works in place`, async () => {
-    const environments = await bootEnvironments(sandbox);
-    let running = upgraded;
-    if (purge === 'diverted') {
-      // Removing bootenv is a package change like any other: it lands in a new BE.
-      const result = await sandbox.boot(upgraded, ['bash', '-c', `${APT_ENV} apt-get purge -y bootenv; echo "rc=$?"`]);
-      expect(result.stdout).toContain('rc=0');
-      const match = /apt's changes are in boot environment \S+ \((@bootenv\/\S+)\)/.exec(result.stdout);
-      expect(match).not.toBeNull();
-      running = match?.[1] as string;
-      expect(await versionIn(sandbox, upgraded, 'bootenv')).toBe('0.1.0');
-      expect(await versionIn(sandbox, running, 'bootenv')).toBeUndefined();
-    } else {
-      const result = await sandbox.boot(upgraded, ['bash', '-c', `${APT_ENV} BOOTENV=off apt-get purge -y bootenv; echo "rc=$?"`]);
-      expect(result.stdout).toContain('rc=0');
-      expect(result.stdout + result.stderr).toContain('your boot environments were kept');
-      expect(await versionIn(sandbox, upgraded, 'bootenv')).toBeUndefined();
-      // postrm ran update-grub in the BE, which writes GRUB's home through the /boot/grub bind.
-      expect(await sandbox.readFile('@/boot/grub/grub.cfg')).not.toContain("--id 'bootenv-");
+  /** Runs a diverted apt-get in the `upgraded` BE; returns the BE it made, after checking it is the default and the running BE kept bootenv. */
+  async function divertedRun(args: string[]): Promise<string> {
+    const before = await bootEnvironments(sandbox);
+    const result = await sandbox.boot(upgraded, ['apt-get', ...args], { env: APT_ENV });
+    expectCleanAptRun(result);
+    const made = DIVERTED.exec(result.stdout)?.[2];
+    expect(made).toBeDefined();
+    expect((await bootEnvironments(sandbox)).sort()).toEqual([...before, made as string].sort());
+    expect(await versionIn(sandbox, upgraded, 'bootenv')).toBe('0.1.0');
+    const listed = await sandbox.beadm(upgraded, ['list', '-H']);
+    expectSuccess(listed);
+    expect(listed.stdout).toContain(`${(made as string).replace('@bootenv/', '')}\tR`);
+    expect(await sandbox.readFile('@/boot/grub/grub.cfg')).toContain(`set default='bootenv-${(made as string).replace('@bootenv/', '')}'`);
+    return made as string;
+  }
+
+  it('apt-get remove bootenv (diverted): a new BE without it, made and activated; apt works there, and a purge there leaves nothing', async () => {
+    const removed = await divertedRun(['remove', '-y', 'bootenv']);
+    expect(await statusIn(sandbox, removed, 'bootenv')).toEqual({ status: 'rc', version: '0.1.0' });
+    await sandbox.withTopLevel(async (top) => {
+      const root = path.join(top, removed);
+      expect(exists(path.join(root, 'etc/bootenv/bootenv.conf'))).toBe(true);
+      expect(exists(path.join(root, 'etc/grub.d/09_bootenv'))).toBe(true);
+      expect(BOOTENV_PATHS.slice(1).filter((file) => exists(path.join(root, file)))).toEqual([]);
+    });
+    await expectAptWorks(sandbox, removed, 'bootenv-t-many-1');
+    // The left conffile adds no BE entries there, and says so.
+    const grub = await sandbox.boot(removed, ['sh', '-c', 'grub-mkconfig -o /tmp/grub.cfg && grep -c bootenv- /tmp/grub.cfg']);
+    expect(grub.stdout.trim()).toBe('0');
+    expect(grub.stderr).toContain('bootenv: the bootenv package is removed (dpkg: config-files); leaving out the boot environment entries');
+    // apt there has no bootenv hooks any more: a plain purge.
+    expectCleanAptRun(await sandbox.boot(removed, ['apt-get', 'purge', '-y', 'bootenv'], { env: APT_ENV }));
+    await expectNothingLeft(sandbox, removed);
+  });
+
+  it('apt-get purge bootenv (diverted): a new BE without it, made and activated, with nothing of bootenv left; apt works there', async () => {
+    const purged = await divertedRun(['purge', '-y', 'bootenv']);
+    await expectNothingLeft(sandbox, purged);
+    await expectAptWorks(sandbox, purged, 'bootenv-t-many-1');
+  });
+
+  it('BOOTENV=off apt-get remove bootenv (in place): exit 0, no BE made, the BE entries leave the menu; apt works; a later purge leaves nothing', async () => {
+    const before = await bootEnvironments(sandbox);
+    const result = await sandbox.boot(upgraded, ['apt-get', 'remove', '-y', 'bootenv'], { env: { ...APT_ENV, BOOTENV: 'off' } });
+    expectCleanAptRun(result);
+    expect(result.stdout).not.toContain("apt's changes are in boot environment");
+    expect(await bootEnvironments(sandbox)).toEqual(before);
+    expect(await statusIn(sandbox, upgraded, 'bootenv')).toEqual({ status: 'rc', version: '0.1.0' });
+    // postrm ran update-grub in the BE, which writes GRUB's home through the /boot/grub bind.
+    expect(result.stdout + result.stderr).toContain('bootenv: the bootenv package is removed (dpkg: half-installed)');
+    expect(await sandbox.readFile('@/boot/grub/grub.cfg')).not.toContain("--id 'bootenv-");
+    // The stand-in dpkg that kept apt's run going is gone with it.
+    await sandbox.withTopLevel(async (top) => {
+      expect(BOOTENV_PATHS.slice(1).filter((file) => exists(path.join(top, upgraded, file)))).toEqual([]);
+    });
+    await expectAptWorks(sandbox, upgraded, 'bootenv-t-many-2');
+
+    // A stand-in left behind by an apt killed mid-run goes with the purge.
+    await sandbox.withTopLevel(async (top) => {
+      await execa('mkdir', ['-p', path.join(top, upgraded, 'usr/lib/bootenv')]);
+      writeFileSync(path.join(top, upgraded, 'usr/lib/bootenv/dpkg'), '#!/bin/sh\nBOOTENV_DPKG_STAND_IN=1 exec /usr/bin/dpkg "$@"\n', { mode: 0o755 });
+    });
+    expectCleanAptRun(await sandbox.boot(upgraded, ['apt-get', 'purge', '-y', 'bootenv'], { env: APT_ENV }));
+    await expectNothingLeft(sandbox, upgraded);
+  });
+
+  it(`apt-get purge bootenv in place (${inPlacePurge}): exit 0, no BE made, nothing of bootenv left; apt works`, async () => {
+    const before = await bootEnvironments(sandbox);
+    expect(await versionIn(sandbox, copy, 'bootenv')).toBe('0.1.0');
+    let env: Record<string, string> = APT_ENV;
+    if (inPlacePurge === 'BOOTENV=off') env = { ...APT_ENV, BOOTENV: 'off' };
+    else {
+      await sandbox.withTopLevel(async (top) => {
+        writeFileSync(path.join(top, copy, 'etc/bootenv/bootenv.conf'), 'divert = never\n');
+      });
     }
-    const after = await sandbox.boot(running, ['bash', '-c', `${APT_ENV} ls /etc/apt/apt.conf.d /usr/lib/bootenv /etc/grub.d 2>&1; apt-config dump | grep -c bootenv; apt-get install -y bootenv-t-many-1; echo "rc=$?"`]);
-    expect(after.stdout).not.toContain('50bootenv');
-    expect(after.stdout).toContain("ls: cannot access '/usr/lib/bootenv'");
-    expect(after.stdout).not.toContain('09_bootenv');
-    expect(after.stdout).toMatch(/^0$/m);
-    expect(after.stdout).toContain('rc=0');
-    expect(after.stdout).not.toContain('bootenv:');
-    expect(await versionIn(sandbox, running, 'bootenv-t-many-1')).toBe('1.0');
-    const remaining = await bootEnvironments(sandbox);
-    expect(remaining).toEqual(expect.arrayContaining(environments));
-    expect(remaining).toHaveLength(purge === 'diverted' ? environments.length + 1 : environments.length);
+    const result = await sandbox.boot(copy, ['apt-get', 'purge', '-y', 'bootenv'], { env });
+    expectCleanAptRun(result);
+    expect(result.stdout + result.stderr).toContain('bootenv: your boot environments were kept');
+    expect(await bootEnvironments(sandbox)).toEqual(before);
+    await expectNothingLeft(sandbox, copy);
+    await expectAptWorks(sandbox, copy, 'bootenv-t-many-1');
   });
 });

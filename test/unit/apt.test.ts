@@ -1,8 +1,8 @@
-// Pure APT-side code: dpkg argument classification (and its copy in the shell wrapper),
+// Pure APT-side code: dpkg argument classification (its copy in the shell wrapper: apt-hook.test.ts),
 // the Pre-Install-Pkgs v3 hook input parser, bootenv.conf and BE name templates.
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { CHANGING_ACTIONS, classifyDpkgArguments } from '../../src/apt/dpkg-args.js';
+import { classifyDpkgArguments } from '../../src/apt/dpkg-args.js';
 import { parsePreInstallPkgsInput } from '../../src/apt/hook-input.js';
 import { DEFAULT_CONFIG, nameFromTemplate, parseConfig } from '../../src/be/config.js';
 import { BootenvError } from '../../src/errors.js';
@@ -33,13 +33,6 @@ describe('classifyDpkgArguments', () => {
       recursiveDirectories: [],
     });
     expect(classifyDpkgArguments(['--unpack', '--recursive', '/tmp/apt-dpkg-install-x']).recursiveDirectories).toEqual(['/tmp/apt-dpkg-install-x']);
-  });
-
-  it('the shell wrapper knows exactly the same changing actions', () => {
-    const script = readFileSync(new URL('../../hooks/apt/apt-hook', import.meta.url), 'utf8');
-    const pattern = /case "\$arg" in\n([\s\S]*?)\)\n\s+changing=yes/.exec(script)?.[1] ?? '';
-    const inShell = pattern.split(/[|\\\n]/).map((word) => word.trim()).filter(Boolean);
-    expect(new Set(inShell)).toEqual(new Set(CHANGING_ACTIONS));
   });
 });
 

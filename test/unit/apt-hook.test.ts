@@ -1,0 +1,116 @@
+// hooks/apt/apt-hook keeps two policies in shell for its Node-free fast path: which dpkg calls
+// change state, and whether bootenv.conf says divert = never. Here the script's own functions
+// (sourced by sh under another name, so that it only defines them) run against the one
+// TypeScript definition of each: CHANGING_ACTIONS/classifyDpkgArguments and parseConfig.
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { CHANGING_ACTIONS, classifyDpkgArguments } from '../../src/apt/dpkg-args.js';
+import { parseConfig } from '../../src/be/config.js';
+
+const SCRIPT = fileURLToPath(new URL('../../hooks/apt/apt-hook', import.meta.url));
+
+/** Runs `function ARGS` of the sourced apt-hook with `input` on stdin. */
+function callShell(name: string, args: readonly string[], input = ''): { status: number | null; stdout: string; stderr: string } {
+  const result = spawnSync('sh', ['-c', `. "$1"; shift; ${name} "$@"`, 'apt-hook-test', SCRIPT, ...args], { input, encoding: 'utf8' });
+  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+describe('changes_state and CHANGING_ACTIONS', () => {
+  it('the case pattern lists exactly CHANGING_ACTIONS', () => {
+    const script = readFileSync(SCRIPT, 'utf8');
+    const pattern = /^changes_state\(\) \{\n\s+for arg in "\$@"; do\n\s+case "\$arg" in\n([\s\S]*?)\)\n\s+return 0/m.exec(script)?.[1];
+    expect(pattern).toBeDefined();
+    const inShell = (pattern as string).split(/[|\\\n]/).map((word) => word.trim()).filter(Boolean);
+    expect([...inShell].sort()).toEqual([...CHANGING_ACTIONS].sort());
+  });
+
+  it.each([
+    // Each action alone and as apt 2.6 passes it (captured) ...
+    ...CHANGING_ACTIONS.map((action) => [action]),
+    ['--status-fd', '13', '--no-triggers', '--unpack', '--auto-deconfigure', '/var/cache/apt/archives/a_1_all.deb'],
+    ['--status-fd', '13', '--force-depends', '--abort-after=1', '--remove', 'a:all'],
+    ['--status-fd', '14', '--no-triggers', '--purge', '--pending'],
+    // ... and read-only queries, options that only look like actions, operands.
+    ['--print-foreign-architectures'],
+    ['--assert-multi-arch'],
+    ['--assert-protected-field'],
+    ['--version'],
+    ['-l', 'apt'],
+    ['--get-selections'],
+    ['--audit'],
+    ['--force-remove-essential'],
+    ['--remove-foo'],
+    ['--configured'],
+    ['-ri'],
+    ['/tmp/--remove'],
+    [],
+  ])('%j', (...args: string[]) => {
+    const { status } = callShell('changes_state', args);
+    expect(status === 0).toBe(classifyDpkgArguments(args).changesState);
+  });
+});
+
+describe('config_divert and parseConfig', () => {
+  /** parseConfig's divert, or 'invalid' where it throws. */
+  function divertInTypeScript(text: string): string {
+    try {
+      return parseConfig(text).divert;
+    } catch {
+      return 'invalid';
+    }
+  }
+
+  const shipped = readFileSync(new URL('../../hooks/bootenv.conf', import.meta.url), 'utf8');
+
+  // ASCII texts: the shell must give exactly parseConfig's answer.
+  it.each([
+    ['the shipped file', shipped],
+    ['empty', ''],
+    ['never', 'divert = never\n'],
+    ['no spaces, no newline', 'divert=never'],
+    ['spaces', '   divert   =   never   \n'],
+    ['tabs', '\tdivert\t=\tnever\t\n'],
+    ['vertical tab and form feed', '\vdivert = never\f\n'],
+    ['a comment after', 'divert = never # not auto\n'],
+    ['a comment right after', 'divert = never#auto\n'],
+    ['two comments', 'divert = never # a # b\n'],
+    ['commented out', '# divert = never\n'],
+    ['indented comment', '   # divert = never\n'],
+    ['a later line overrides never', 'divert = never\ndivert = always\n'],
+    ['a later line sets never', 'divert = always\n\ndivert = never\n'],
+    ['auto', 'divert = auto\n'],
+    ['the other keys beside it', 'name-template = x-{time}\nskip-unchanged = no\ndivert = never\n'],
+    ['a value holding =', 'name-template = a=b-{n}\ndivert = never\n'],
+    ['CRLF lines', 'divert = never\r\nskip-unchanged = yes\r\n'],
+    ['CRLF, last line wins', 'divert = never\r\ndivert = auto\r\n'],
+    // parseConfig's comment pattern does not cross a carriage return.
+    ['CRLF and a comment', 'divert = never # x\r\n'],
+    ['capital value', 'divert = Never\n'],
+    ['two words', 'divert = never always\n'],
+    ['quoted', 'divert = "never"\n'],
+    ['a backslash', 'divert = nev\\er\n'],
+    ['empty value', 'divert =\n'],
+    ['no =', 'divert never\n'],
+    ['==', 'divert == never\n'],
+    ['no key', '= never\n'],
+    ['capital key', 'Divert = never\n'],
+    ['key with a space', 'div ert = never\n'],
+    ['unknown key beside never', 'divert = never\ncolour = blue\n'],
+    ['bad name-template beside never', 'divert = never\nname-template = fixed\n'],
+    ['bad skip-unchanged beside never', 'skip-unchanged = maybe\ndivert = never\n'],
+  ])('%s', (_, text) => {
+    expect(callShell('config_divert', [], text).stdout.trim()).toBe(divertInTypeScript(text));
+  });
+
+  // JavaScript's trim() and \s also take Unicode spaces; the shell does not read them and
+  // answers "invalid", which leaves the decision to beadm — never a different mode.
+  it.each([
+    ['a byte-order mark', '\ufeffdivert = never\n'],
+    ['a no-break space', 'divert =\u00a0never\n'],
+  ])('%s: the shell defers to beadm', (_, text) => {
+    expect(divertInTypeScript(text)).toBe('never');
+    expect(callShell('config_divert', [], text).stdout.trim()).toBe('invalid');
+  });
+});

@@ -1,0 +1,92 @@
+// hooks/grub.d/09_bootenv, the real script run with sh on a temporary root (BOOTENV_ROOT): it
+// hands entries.cfg to grub-mkconfig unless dpkg has the bootenv package removed, whatever the
+// path of beadm, and says so on stderr when it leaves entries out. dpkg-query is the real one.
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { useTemporaryDirectory } from './helpers.js';
+
+const SCRIPT = fileURLToPath(new URL('../../hooks/grub.d/09_bootenv', import.meta.url));
+const HAVE_DPKG_QUERY = spawnSync('sh', ['-c', 'command -v dpkg-query'], { stdio: 'ignore' }).status === 0;
+const ENTRIES = "menuentry 'b1' --id bootenv-b1 {\n\tlinux /@bootenv/b1/boot/vmlinuz-6 ro rootflags=subvol=@bootenv/b1 @BOOTENV_CMDLINE@\n}\n";
+
+describe('09_bootenv', () => {
+  const temporary = useTemporaryDirectory('bootenv-grub-script.');
+  let root: string;
+
+  beforeEach(() => {
+    root = path.join(temporary(), 'root');
+    rmSync(root, { recursive: true, force: true });
+    mkdirSync(path.join(root, 'var/lib/dpkg'), { recursive: true });
+    mkdirSync(path.join(root, 'boot/grub/bootenv'), { recursive: true });
+    writeFileSync(path.join(root, 'boot/grub/bootenv/entries.cfg'), ENTRIES);
+  });
+
+  /** A dpkg status database holding bootenv in `status` (or not at all). */
+  function dpkgStatus(status: string | undefined): void {
+    const stanza = status === undefined ? '' : `Package: bootenv\nStatus: ${status}\nVersion: 0.1.0\nArchitecture: amd64\nMaintainer: bootenv <b@example.org>\nDescription: test\n\n`;
+    writeFileSync(path.join(root, 'var/lib/dpkg/status'), `Package: dpkg\nStatus: install ok installed\nVersion: 1.21\nArchitecture: amd64\nMaintainer: dpkg <d@example.org>\nDescription: test\n\n${stanza}`);
+  }
+
+  function runScript(env: Record<string, string> = {}): { status: number | null; stdout: string; stderr: string } {
+    const result = spawnSync('/bin/sh', [SCRIPT], {
+      encoding: 'utf8',
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', BOOTENV_ROOT: root, GRUB_CMDLINE_LINUX: 'console=ttyS0', GRUB_CMDLINE_LINUX_DEFAULT: 'quiet', ...env },
+    });
+    return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+  }
+
+  const withCmdline = ENTRIES.replace('@BOOTENV_CMDLINE@', 'console=ttyS0 quiet');
+
+  it.skipIf(!HAVE_DPKG_QUERY).each([
+    ['install ok installed'],
+    ['install ok unpacked'],
+    ['install ok half-configured'],
+    ['install ok triggers-pending'],
+    ['install ok triggers-awaited'],
+  ])('bootenv %s: the entries, with the command line', (status) => {
+    dpkgStatus(status);
+    expect(runScript()).toEqual({ status: 0, stdout: withCmdline, stderr: '' });
+  });
+
+  it.skipIf(!HAVE_DPKG_QUERY).each([
+    // After apt-get remove (the conffile stays), while dpkg removes it (postrm remove's update-grub), after a purge.
+    ['deinstall ok config-files', 'config-files'],
+    ['deinstall ok half-installed', 'half-installed'],
+    ['purge ok not-installed', 'not-installed'],
+  ])('bootenv %s: no entries, and a note on stderr', (status, state) => {
+    dpkgStatus(status);
+    const result = runScript();
+    expect(result.status).toBe(0);
+    expect(result.stdout).toBe('');
+    expect(result.stderr).toBe(`bootenv: the bootenv package is removed (dpkg: ${state}); leaving out the boot environment entries of ${root}/boot/grub/bootenv/entries.cfg\n`);
+  });
+
+  it.skipIf(!HAVE_DPKG_QUERY)('bootenv unknown to dpkg (installed without the package, beadm anywhere): the entries', () => {
+    dpkgStatus(undefined);
+    expect(runScript()).toEqual({ status: 0, stdout: withCmdline, stderr: '' });
+  });
+
+  it('no dpkg-query on PATH: the entries', () => {
+    const bin = path.join(temporary(), 'bin');
+    rmSync(bin, { recursive: true, force: true });
+    mkdirSync(bin);
+    symlinkSync(spawnSync('sh', ['-c', 'command -v sed'], { encoding: 'utf8' }).stdout.trim(), path.join(bin, 'sed'));
+    dpkgStatus('deinstall ok config-files');
+    expect(runScript({ PATH: bin })).toEqual({ status: 0, stdout: withCmdline, stderr: '' });
+  });
+
+  it('no entries.cfg: nothing, silently', () => {
+    rmSync(path.join(root, 'boot/grub/bootenv/entries.cfg'));
+    dpkgStatus('deinstall ok config-files');
+    expect(runScript()).toEqual({ status: 0, stdout: '', stderr: '' });
+  });
+
+  it.skipIf(!HAVE_DPKG_QUERY)("the command line goes in verbatim, sed's special characters included", () => {
+    dpkgStatus('install ok installed');
+    const result = runScript({ GRUB_CMDLINE_LINUX: 'a=1|b & c\\d', GRUB_CMDLINE_LINUX_DEFAULT: '' });
+    expect(result.stdout).toBe(ENTRIES.replace('@BOOTENV_CMDLINE@', 'a=1|b & c\\d '));
+  });
+});
