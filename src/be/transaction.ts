@@ -21,7 +21,7 @@
  * together by txn.json, which names the apt process (pid and start time):
  *   prepare  (DPkg::Pre-Install-Pkgs, before apt writes extended_states and
  *            debconf preconfigures) saves pre-images of those files;
- *   enter    (every state-changing dpkg call, via /usr/lib/bootenv/dpkg) makes
+ *   enter    (every state-changing dpkg call, via the wrapper at /usr/bin/dpkg) makes
  *            the snapshot at the first one — of the pending BE if this boot has
  *            one, else of the running BE — puts the pre-imaged files back, and
  *            mounts the BE with /proc, /sys, /dev, a fresh /run, the host's /tmp,
@@ -32,8 +32,9 @@
  *            recorded: unmounts, drops apt's caches and .debs from the BE,
  *            copies this run's apt logs into it, makes its files identical to
  *            the base's share extents (./skip-unchanged.ts), records the
- *            packages and command line, activates it, and makes it this boot's
- *            pending BE (replacing the previous pending one).
+ *            packages and command line, activates it, makes it this boot's
+ *            pending BE (replacing the previous pending one), and says that a
+ *            reboot is required (/run/reboot-required).
  * Abort is the default outcome and has one implementation, abortTransaction:
  * after a dpkg failure, a failed finalize, and for a transaction whose apt died
  * (recovery, which every session runs first). The BE is forgotten and deleted,
@@ -114,10 +115,18 @@ const POLICY_RC_D = '/usr/sbin/policy-rc.d';
 const POLICY_RC_D_SAVED = '/usr/sbin/policy-rc.d.bootenv-saved';
 const ARCHIVES = '/var/cache/apt/archives';
 const DPKG_STATUS = '/var/lib/dpkg/status';
-/** bootenv's dpkg wrapper; /usr/bin/dpkg is diverted to it, and apt's Dir::Bin::dpkg names it. */
-const DPKG_WRAPPER = '/usr/lib/bootenv/dpkg';
-/** dpkg's frontend lock, in the admin directory the front end plans against. */
-const FRONTEND_LOCK = 'lock-frontend';
+const REBOOT_REQUIRED = '/run/reboot-required';
+/** bootenv's dpkg wrapper, which /usr/bin/dpkg is (the package diverts the real dpkg to /usr/bin/dpkg.distrib). */
+const DPKG_WRAPPER = '/usr/lib/bootenv/apt-hook';
+/**
+ * The locks a program holds while it drives apt's package manager: dpkg's
+ * frontend lock (in the admin directory it plans against: apt-get, apt,
+ * python-apt, packagekitd), apt's archives lock (every libapt front end while
+ * it fetches and installs), and aptitude's own, the one aptitude holds when it
+ * runs dpkg --set-selections before its package manager run (measured with
+ * aptitude 0.8.13: no dpkg lock then).
+ */
+const FRONT_END_LOCK = /(^|\/)lock-frontend$|\/archives\/lock$|\/lock\/aptitude$/;
 
 interface PreImage {
   /** Absolute path of the file apt may write (in the running root or the pending BE). */
@@ -359,7 +368,7 @@ async function openBootEnvironment(
   assertValidName(name);
   const subvolume = `${CONTAINER}/${name}`;
 
-  const description = `${frontEndName(record.frontEnd)}: ${commandArguments(record.frontEnd.command).join(' ')}`.slice(0, 200);
+  const description = [frontEndName(record.frontEnd), ...commandArguments(record.frontEnd.command)].join(' ').slice(0, 200);
   const created = await makeBootEnvironment(scope, session, state, name, base.subvolume, description);
   const entry = state.environments[created.uuid] as NonNullable<BootenvState['environments'][string]>;
   entry.transaction = { open: true, subvolume, command: record.frontEnd.command, packages: record.actions, finished: null };
@@ -523,8 +532,22 @@ async function finalize(
   const made = { name: environment.name, uuid: environment.uuid, subvolume: environment.subvolume };
   await mountPending(scope, session, made);
   await writePending(made);
+  await announceReboot(record.actions);
   await removeTransactionRecord();
   return { outcome: 'finished', name: environment.name, subvolume: environment.subvolume, replaced, skipUnchanged };
+}
+
+/**
+ * Says that a reboot is needed the way Debian and Ubuntu say it
+ * (/run/reboot-required and the packages in /run/reboot-required.pkgs), which
+ * the motd, needrestart and unattended-upgrades' Automatic-Reboot read: the
+ * new BE only takes effect when it boots.
+ */
+async function announceReboot(actions: readonly PackageAction[]): Promise<void> {
+  await writeFileAtomic(REBOOT_REQUIRED, '*** System restart required ***\n');
+  const listed = ((await readTextIfExists(`${REBOOT_REQUIRED}.pkgs`)) ?? '').split('\n').filter(Boolean);
+  const packages = new Set([...listed, ...actions.map((action) => action.package)]);
+  await writeFileAtomic(`${REBOOT_REQUIRED}.pkgs`, [...packages].map((name) => `${name}\n`).join(''));
 }
 
 /**
@@ -580,7 +603,10 @@ async function recoverInterruptedTransactions(scope: Scope, session: Session): P
   let live: TransactionRecord | undefined;
   if (record !== undefined) {
     if (await isAlive(record)) live = record;
-    else {
+    else if (record.passthrough) {
+      // dpkg ran in place and there is nothing to undo; a front end that had not loaded bootenv's hooks (bootenv being installed) never runs Post-Invoke.
+      await removeTransactionRecord();
+    } else {
       await abortTransaction(scope, session, record);
       session.notify(`aborted the transaction of ${frontEndName(record.frontEnd)} (pid ${record.frontEnd.pid}), which ended without finishing it`);
     }
@@ -597,9 +623,9 @@ async function recoverInterruptedTransactions(scope: Scope, session: Session): P
 
 /**
  * The front end a hook or dpkg call belongs to: the nearest process from
- * `startPid` up that holds dpkg's frontend lock. Every program that drives
+ * `startPid` up that holds one of FRONT_END_LOCK. Every program that drives
  * apt's package manager (apt-get, apt, aptitude, python-apt's
- * unattended-upgrade, packagekitd) takes that lock before it runs hooks and
+ * unattended-upgrade, packagekitd) takes such a lock before it runs hooks and
  * dpkg, and keeps it until done; a child it forks does not hold it (measured:
  * apt runs Post-Invoke from a child of itself, python-apt runs the package
  * manager in a forked child, hooks run through sh -c). Undefined when no such
@@ -610,7 +636,7 @@ async function findFrontEnd(startPid: number): Promise<FrontEnd | undefined> {
   for (let depth = 0; depth < 32 && pid > 0; depth += 1) {
     const info = await processInfo(pid);
     if (info === undefined) return undefined;
-    if ((await lockedFiles(pid)).some((file) => path.basename(file) === FRONTEND_LOCK)) {
+    if ((await lockedFiles(pid)).some((file) => FRONT_END_LOCK.test(file))) {
       return { pid, startTime: info.startTime, command: await processCommandLine(pid) };
     }
     pid = info.parentPid;
@@ -622,7 +648,7 @@ async function findFrontEnd(startPid: number): Promise<FrontEnd | undefined> {
 async function requireFrontEnd(startPid: number): Promise<FrontEnd> {
   const frontEnd = await findFrontEnd(startPid);
   if (frontEnd === undefined) {
-    throw new BootenvError('UNSUPPORTED', `no process above pid ${startPid} holds dpkg's frontend lock: bootenv's APT hooks run only from apt or a program using its package manager`);
+    throw new BootenvError('UNSUPPORTED', `no process above pid ${startPid} holds dpkg's or apt's locks: bootenv's APT hooks run only from apt or a program using its package manager`);
   }
   return frontEnd;
 }

@@ -26,8 +26,17 @@ const terminal = {
   write: (text: string) => process.stderr.write(text),
 };
 
+// A front end may hand dpkg, and so the wrapper's beadm, a standard error it cannot write to
+// (aptitude: /dev/null opened read-only, measured with 0.8.13): a note then goes unsaid, the
+// result stands. Standard output carries results (the wrapper's chroot directory): a failure
+// there fails the command.
+process.stderr.on('error', () => undefined);
+process.stdout.on('error', () => {
+  process.exitCode = EXIT_CODES.INTERNAL;
+});
+
 void runCli(process.argv.slice(2), terminal).then((output) => {
-  process.stdout.write(output.stdout);
-  process.stderr.write(output.stderr);
   process.exitCode = output.exitStatus;
+  if (output.stdout !== '') process.stdout.write(output.stdout);
+  if (output.stderr !== '') process.stderr.write(output.stderr);
 });

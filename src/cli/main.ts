@@ -275,7 +275,8 @@ function buildProgram(
     .argument('<dpkg-args...>')
     .action(async (dpkgArgs: string[], commandOptions: { aptPid: string }) => {
       const root = await enterTransaction(aptPid(commandOptions.aptPid), dpkgArgs, options);
-      setReply({ data: { root }, text: `${root}\n` });
+      // The wrapper runs dpkg in place only when told so in as many words; anything else but a directory stops it.
+      setReply({ data: { root }, text: `${root === '' ? 'in-place' : root}\n` });
     });
   hook
     .command('dpkg-failed')

@@ -46,7 +46,7 @@ export const BOOKWORM_FRONTENDS: BaseSpec = {
   name: 'bookworm-frontends',
   suite: 'bookworm',
   packages: PACKAGES,
-  extraPackages: ['unattended-upgrades', 'aptitude', 'packagekit', 'needrestart', 'apt-listchanges', 'etckeeper'],
+  extraPackages: ['unattended-upgrades', 'aptitude', 'packagekit', 'packagekit-tools', 'needrestart', 'apt-listchanges', 'etckeeper'],
 };
 
 /** Debian 13: nodejs 20, GRUB 2.12. */

@@ -39,6 +39,8 @@ mount -t proc proc "$NEWROOT/proc"
 mount -t sysfs sysfs "$NEWROOT/sys"
 mount -t tmpfs -o mode=0755 tmpfs "$NEWROOT/run"
 mount -t tmpfs -o mode=1777 tmpfs "$NEWROOT/tmp"
+# What systemd-tmpfiles makes at boot (legacy.conf): /var/lock is /run/lock, where aptitude locks.
+mkdir -p -m 1777 "$NEWROOT/run/lock"
 # What systemd-tmpfiles does at boot for bootenv (the base has no systemd).
 if [ -r "$NEWROOT/usr/lib/tmpfiles.d/bootenv.conf" ]; then
   while read -r type path mode _; do

@@ -8,7 +8,7 @@ import { accessSync, constants, readFileSync } from 'node:fs';
 import type { TestProject } from 'vitest/node';
 import path from 'node:path';
 import { execa } from 'execa';
-import { BOOKWORM, REPOSITORY, TRIXIE, ensureBase } from './base.js';
+import { BOOKWORM, BOOKWORM_FRONTENDS, REPOSITORY, TRIXIE, ensureBase } from './base.js';
 
 const TOOLS = ['debootstrap', 'mkfs.btrfs', 'btrfs', 'losetup', 'unshare', 'chroot', 'zstd', 'blkid', 'findmnt', 'grub-script-check', 'dpkg-buildpackage', 'dh', 'lintian'];
 
@@ -36,6 +36,7 @@ function missingPrerequisites(): string[] {
 declare module 'vitest' {
   export interface ProvidedContext {
     bookwormBase: string;
+    bookwormFrontendsBase: string;
     trixieBase: string;
     debPackage: string;
   }
@@ -48,13 +49,15 @@ export default async function setup(project: TestProject): Promise<void> {
   }
   const started = Date.now();
   // Side by side: the two debootstraps mostly wait on the network, the .deb build on the CPU.
-  const [bookworm, trixie, built] = await Promise.all([
+  const [bookworm, frontends, trixie, built] = await Promise.all([
     ensureBase(BOOKWORM),
+    ensureBase(BOOKWORM_FRONTENDS),
     ensureBase(TRIXIE),
     execa('bash', [path.join(REPOSITORY, 'scripts/build-deb.sh')]),
   ]);
   project.provide('bookwormBase', bookworm);
+  project.provide('bookwormFrontendsBase', frontends);
   project.provide('trixieBase', trixie);
   project.provide('debPackage', path.join(REPOSITORY, built.stdout.trim().split('\n').at(-1) as string));
-  console.log(`Debian 12 and 13 bases and the .deb ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  console.log(`Debian 12 (plain and with the other front ends) and 13 bases and the .deb ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 }

@@ -3,7 +3,8 @@
  * that boots them. An image is what a Debian/Ubuntu installer leaves on a BIOS
  * machine: a GPT disk with a 1 MiB BIOS boot partition and one btrfs partition
  * holding @ (the system) and @home, the cached debootstrapped Debian 12 base
- * plus systemd-sysv and udev, bootenv installed from its .deb with apt-get,
+ * plus systemd-sysv, udev and unattended-upgrades (allowed to upgrade from the
+ * fixture repository), bootenv installed from its .deb with apt-get,
  * GRUB's core.img in the BIOS boot partition with its prefix in @/boot/grub,
  * update-grub's menu on the serial console, fstab by UUID. It also holds the
  * serial-console probe (test/harness/boot-probe) and the fixture APT
@@ -138,7 +139,9 @@ export async function ensureBootImage(baseTarball: string, debPackage: string): 
       copyFileSync('/etc/resolv.conf', path.join(root, 'etc/resolv.conf'));
       const inRoot = (script: string) => chrootRun(device, uuid, work, script);
       // What a real boot needs beyond the base: systemd as init, udev for the disk's device units.
-      await inRoot(`${APT_ENV} apt-get update -qq && apt-get install -y -qq --no-install-recommends systemd-sysv udev`);
+      // unattended-upgrades: the boot test's first apt step runs it, as the apt-daily-upgrade timer would.
+      await inRoot(`${APT_ENV} apt-get update -qq && apt-get install -y -qq --no-install-recommends systemd-sysv udev unattended-upgrades`);
+      writeFileSync(path.join(root, 'etc/apt/apt.conf.d/51bootenv-test-unattended'), 'Unattended-Upgrade::Origins-Pattern { "origin=bootenv-tests"; };\n');
       await installRepositoryInRoot(root);
       copyFileSync(debPackage, path.join(root, 'root/bootenv.deb'));
       await inRoot(`${APT_ENV} apt-get update -qq && apt-get install -y -qq bootenv-t-changed=1.0 && apt-get install -y -qq /root/bootenv.deb && rm /root/bootenv.deb`);

@@ -20,7 +20,8 @@ export type Layout = 'ubuntu' | 'debian' | 'flat';
 
 /**
  * Installs bootenv's files into the root at `root` where the package puts
- * them: beadm, the GRUB script, the APT hooks and configuration.
+ * them: beadm, the GRUB script, the APT hooks and configuration, and the
+ * diversion of /usr/bin/dpkg to the wrapper.
  */
 export async function installBootenv(root: string): Promise<void> {
   const files: Array<[string, string, string]> = [
@@ -36,6 +37,9 @@ export async function installBootenv(root: string): Promise<void> {
     await execa('install', ['-D', '-m', mode, path.join(REPOSITORY, source), path.join(root, target)]);
   }
   await execa('ln', ['-sfn', 'apt-hook', path.join(root, 'usr/lib/bootenv/dpkg')]);
+  // As the package's preinst does: the real dpkg diverted to dpkg.distrib, the wrapper at /usr/bin/dpkg.
+  await execa('chroot', [root, 'dpkg-divert', '--package', 'bootenv', '--add', '--rename', '--divert', '/usr/bin/dpkg.distrib', '/usr/bin/dpkg'], { stdout: 'ignore' });
+  await execa('ln', ['-sfn', '/usr/lib/bootenv/apt-hook', path.join(root, 'usr/bin/dpkg')]);
   await execa('ln', ['-sfn', '/usr/lib/bootenv/apt.conf', path.join(root, 'etc/apt/apt.conf.d/50bootenv')]);
   await execa('ln', ['-sfn', '/run/bootenv/pending/apt.conf', path.join(root, 'etc/apt/apt.conf.d/51bootenv-pending')]);
 }

@@ -311,7 +311,7 @@ describe('apt-get diverted into a new BE', () => {
     const script = `${APT_ENV} BOOTENV_BE_NAME='no good' apt-get install -y bootenv-t-fails 2>&1; echo "rc=$?"; ls /run/bootenv`;
     const result = await sandbox.boot(pending.subvolume, ['bash', '-c', script]);
     expect(result.stdout).toContain('beadm: invalid BE name "no good"');
-    expect(result.stdout).toMatch(/E: Sub-process \/usr\/lib\/bootenv\/dpkg returned an error code/);
+    expect(result.stdout).toMatch(/E: Sub-process \/usr\/bin\/dpkg returned an error code/);
     expect(result.stdout).toContain('rc=100');
     expect(result.stdout).not.toContain('Unpacking bootenv-t-fails');
     expect(result.stdout).not.toMatch(/^txn$/m);

@@ -71,9 +71,10 @@ describe('booting bootenv for real: GRUB 2.06, Debian 12 kernel and systemd, on 
     const installed = cameUp(await machine.boot('installed-root', 'beadm init'));
     expect(installed.source).toBe('/dev/vda2[/@]');
     expect(installed.output).toContain(`Created boot environment ${FIRST}`);
-    // Step 2's action in the same boot: a diverted apt-get upgrade. (Stacking a second apt run into the
-    // same BE is proven in apt.test.ts, an initramfs rebuilt inside a transaction in initramfs.test.ts:
-    // each apt run and update-initramfs cost minutes under TCG.)
+    // Step 2's action in the same boot: a diverted apt-get install, then unattended-upgrade (as the
+    // apt-daily-upgrade timer runs it) upgrading bootenv-t-changed, stacked onto the same pending BE.
+    // (An initramfs rebuilt inside a transaction is proven in initramfs.test.ts: update-initramfs
+    // costs minutes under TCG.)
     const first = cameUp(
       await machine.boot(
         'first-be-apt-upgrade',
@@ -81,7 +82,9 @@ describe('booting bootenv for real: GRUB 2.06, Debian 12 kernel and systemd, on 
           'beadm list -H',
           'cat /proc/cmdline',
           `${APT}apt-get update -qq`,
-          'apt-get upgrade -y',
+          'apt-get install -y bootenv-t-marker',
+          'unattended-upgrade -v; echo "unattended-upgrade exit status $?"',
+          'cat /run/reboot-required',
           'dpkg-query -W bootenv-t-changed',
         ].join('\n'),
         { timeoutSeconds: 900 },
@@ -93,11 +96,15 @@ describe('booting bootenv for real: GRUB 2.06, Debian 12 kernel and systemd, on 
     upgradeOutput = first.output;
   }, STEP_TIMEOUT_MS);
 
-  it('2. a diverted apt-get upgrade; reboot → the new BE is up with the new version, the previous BE keeps the old one', async () => {
+  it('2. a diverted apt-get install and unattended-upgrade stack into one BE; reboot → it is up with both, the previous BE keeps the old version', async () => {
     const matches = [...upgradeOutput.matchAll(/apt's changes are in boot environment (\S+) \(@bootenv\/\S+\)/g)];
-    expect(matches, upgradeOutput).toHaveLength(1);
-    upgraded = matches[0]?.[1] as string;
-    // The running BE was not changed: apt's dpkg ran in the new BE.
+    expect(matches.length, upgradeOutput).toBeGreaterThanOrEqual(2);
+    upgraded = matches.at(-1)?.[1] as string;
+    expect(upgradeOutput).toContain(`bootenv: ${upgraded} includes and replaces ${matches.at(-2)?.[1]}`);
+    expect(upgradeOutput).toContain('All upgrades installed');
+    expect(upgradeOutput).toContain('unattended-upgrade exit status 0');
+    expect(upgradeOutput).toContain('*** System restart required ***');
+    // The running BE was not changed: apt's and unattended-upgrade's dpkg ran in the new BE.
     expect(upgradeOutput).toMatch(/^bootenv-t-changed\t1\.0$/m);
     const booted = cameUp(
       await machine.boot(
@@ -120,6 +127,8 @@ describe('booting bootenv for real: GRUB 2.06, Debian 12 kernel and systemd, on 
     expect(menu).toMatch(new RegExp(`initrd\\s+/@bootenv/${upgraded}/boot/initrd\\.img-`));
     expect(await versionIn(`@bootenv/${FIRST}`, 'bootenv-t-changed')).toBe('1.0');
     expect(await versionIn(`@bootenv/${upgraded}`, 'bootenv-t-changed')).toBe('1.1');
+    expect(await versionIn(`@bootenv/${FIRST}`, 'bootenv-t-marker')).toBeUndefined();
+    expect(await versionIn(`@bootenv/${upgraded}`, 'bootenv-t-marker')).toBe('1.0');
     activateOutput = booted.output;
   }, STEP_TIMEOUT_MS);
 

@@ -7,7 +7,7 @@
 // afterwards, and after each purge no path of the .deb (dpkg-deb -c) left in that root.
 // One sandbox per distribution: the in-place purge runs in a second BE made with beadm create
 // before the in-place removal, so that every removal starts from bootenv installed.
-import { copyFileSync, lstatSync, readdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, lstatSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -17,8 +17,10 @@ import { Sandbox, type RunResult } from '../harness/sandbox.js';
 const APT_ENV = { DEBIAN_FRONTEND: 'noninteractive' };
 const DIVERTED = /apt's changes are in boot environment (\S+) \((@bootenv\/\S+)\)/;
 
-/** Paths bootenv makes or owns besides the .deb's members (the stand-in dpkg lives in /usr/lib/bootenv). */
-const BOOTENV_PATHS = ['/etc/bootenv', '/etc/apt/apt.conf.d/50bootenv', '/etc/apt/apt.conf.d/51bootenv-pending', '/usr/lib/bootenv'];
+/** Paths bootenv makes or owns besides the .deb's members (the real dpkg while /usr/bin/dpkg is diverted to bootenv). */
+const BOOTENV_PATHS = ['/etc/bootenv', '/etc/apt/apt.conf.d/50bootenv', '/etc/apt/apt.conf.d/51bootenv-pending', '/usr/lib/bootenv', '/usr/bin/dpkg.distrib'];
+/** The .deb's member at a path another package owns, diverted away while bootenv is installed: after a purge the real file is back. */
+const DIVERTED_PATH = '/usr/bin/dpkg';
 
 /**
  * What a `find -name '*bootenv*'` of a root may still show after a purge: the test's own files
@@ -100,7 +102,12 @@ async function expectNothingLeft(sandbox: Sandbox, subvolume: string): Promise<v
     const query = await execa('dpkg-query', [`--admindir=${path.join(root, 'var/lib/dpkg')}`, '-W', 'bootenv'], { reject: false });
     expect(query.stderr).toContain('no packages found matching bootenv');
     expect(query.exitCode).toBe(1);
-    expect([...files, ...BOOTENV_PATHS].filter((file) => exists(path.join(root, file)))).toEqual([]);
+    expect([...files.filter((file) => file !== DIVERTED_PATH), ...BOOTENV_PATHS].filter((file) => exists(path.join(root, file)))).toEqual([]);
+    // dpkg is itself again: no diversion, /usr/bin/dpkg the real program (an ELF file, not bootenv's link).
+    const diversions = await execa('chroot', [root, 'dpkg-divert', '--list', DIVERTED_PATH]);
+    expect(diversions.stdout).toBe('');
+    expect(lstatSync(path.join(root, DIVERTED_PATH)).isFile()).toBe(true);
+    expect(readFileSync(path.join(root, DIVERTED_PATH)).subarray(1, 4).toString()).toBe('ELF');
     const emptyDirectories = directories.filter((directory) => exists(path.join(root, directory)) && readdirSync(path.join(root, directory)).length === 0);
     expect(emptyDirectories).toEqual([]);
     const found = await execa('find', [root, '-xdev', '-name', '*bootenv*']);
@@ -150,10 +157,12 @@ describe.each([
     expectSuccess(install);
     expect(install.stdout).toContain("bootenv: run 'beadm init' to start using boot environments");
     expect(install.stdout).not.toContain("apt's changes are in boot environment");
-    const result = await sandbox.boot('@', ['bash', '-c', `man -P cat beadm | head -5; apt-config dump | grep '^Dir::Bin::dpkg'; lsinitramfs /boot/initrd.img-* | grep bootenv`]);
+    const result = await sandbox.boot('@', ['bash', '-c', `man -P cat beadm | head -5; dpkg-divert --list /usr/bin/dpkg; readlink -f /usr/bin/dpkg; dpkg --version | head -1; lsinitramfs /boot/initrd.img-* | grep bootenv`]);
     expectSuccess(result);
     expect(result.stdout).toMatch(/beadm - manage boot environments on btrfs/);
-    expect(result.stdout).toContain('Dir::Bin::dpkg "/usr/lib/bootenv/dpkg";');
+    // Every front end's dpkg reaches bootenv: /usr/bin/dpkg is its wrapper, the real dpkg diverted beside it.
+    expect(result.stdout).toContain('diversion of /usr/bin/dpkg to /usr/bin/dpkg.distrib by bootenv\n/usr/lib/bootenv/apt-hook\n');
+    expect(result.stdout).toMatch(/Debian 'dpkg' package management program version/);
     // Its trigger rebuilt the initramfs with what takes a one-shot activation (beadm activate -t).
     expect(result.stdout).toContain('usr/lib/bootenv/bootenv-one-shot');
     expect(result.stdout).toContain('scripts/local-bottom/bootenv');
@@ -239,17 +248,11 @@ describe.each([
     // postrm ran update-grub in the BE, which writes GRUB's home through the /boot/grub bind.
     expect(result.stdout + result.stderr).toContain('bootenv: the bootenv package is removed (dpkg: half-installed)');
     expect(await sandbox.readFile('@/boot/grub/grub.cfg')).not.toContain("--id 'bootenv-");
-    // The stand-in dpkg that kept apt's run going is gone with it.
+    // The real dpkg is back at /usr/bin/dpkg for apt's later calls of that run and after.
     await sandbox.withTopLevel(async (top) => {
       expect(BOOTENV_PATHS.slice(1).filter((file) => exists(path.join(top, upgraded, file)))).toEqual([]);
     });
     await expectAptWorks(sandbox, upgraded, 'bootenv-t-many-2');
-
-    // A stand-in left behind by an apt killed mid-run goes with the purge.
-    await sandbox.withTopLevel(async (top) => {
-      await execa('mkdir', ['-p', path.join(top, upgraded, 'usr/lib/bootenv')]);
-      writeFileSync(path.join(top, upgraded, 'usr/lib/bootenv/dpkg'), '#!/bin/sh\nBOOTENV_DPKG_STAND_IN=1 exec /usr/bin/dpkg "$@"\n', { mode: 0o755 });
-    });
     expectCleanAptRun(await sandbox.boot(upgraded, ['apt-get', 'purge', '-y', 'bootenv'], { env: APT_ENV }));
     await expectNothingLeft(sandbox, upgraded);
   });
