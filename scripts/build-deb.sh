@@ -1,11 +1,11 @@
 #!/bin/bash
 # Builds the Debian package from this checkout: dist/deb/bootenv_<version>_<arch>.deb
-# (npm run deb). Needs debhelper and dpkg-dev; runs npm install for esbuild.
+# (npm run deb). Needs debhelper and dpkg-dev; runs npm ci for esbuild if node_modules lacks it.
 # dpkg-buildpackage writes its results beside the checkout; they are moved into
 # dist/deb/ so that nothing is left outside it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -d node_modules/esbuild ] || npm install --no-audit --no-fund
+[ -d node_modules/esbuild ] || npm ci --no-audit --no-fund
 version=$(dpkg-parsechangelog -S Version)
 arch=$(dpkg-architecture -qDEB_HOST_ARCH)
 parent=$(dirname "$PWD")

@@ -215,12 +215,14 @@ async function loadConfig(): Promise<BootenvConfig> {
 
 /**
  * Why this apt run's dpkg runs in place, or undefined when it goes into a new
- * BE: a system that cannot hold BEs or was never set up with beadm init has
+ * BE: divert = never; a system that cannot hold BEs or was never set up with beadm init has
  * not adopted them; with divert = auto, also a system not booted into a BE or
  * missing a tool. On a set-up system, divert = always fails closed instead:
  * the error is thrown and dpkg does not run.
  */
 async function reasonToRunInPlace(config: BootenvConfig, options: Options): Promise<string | undefined> {
+  // The shell wrapper honours divert = never before it starts beadm; this is for a file it leaves to beadm to read.
+  if (config.divert === 'never') return 'divert = never in bootenv.conf';
   try {
     return await withScope(async (scope) => {
       const session = await openSession(scope, options, 'allow');

@@ -413,7 +413,7 @@ describe('beadm on an Ubuntu-style layout', () => {
     expect(await sandbox.subvolumes()).not.toContain('@bootenv/failing');
   });
 
-  it('SIGTERM during create unwinds it: exit 130, nothing half-made or mounted', async () => {
+  it('SIGTERM during create unwinds it: INTERRUPTED, nothing half-made or mounted', async () => {
     const before = await fingerprint();
     // The GRUB script (run by grub-mkconfig chrooted in the installed root, mounted at /.rootbe in
     // the booted BE) says when create has reached it and holds create there until released; the
