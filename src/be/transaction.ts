@@ -17,8 +17,9 @@
  * Nothing here but pending/ is reachable by other users: txn/ and
  * pending/be/ are root's alone (0700), the records 0600.
  *
- * The steps run in apt's separate processes (tukit's keep/resume), tied
- * together by txn.json, which names the apt process (pid and start time):
+ * The steps run in the front end's separate processes (tukit's
+ * keep/resume), tied together by txn.json, which names the front end — the
+ * process holding dpkg's or apt's locks (findFrontEnd) — by pid and start time:
  *   prepare  (DPkg::Pre-Install-Pkgs, before apt writes extended_states and
  *            debconf preconfigures) saves pre-images of those files;
  *   enter    (every state-changing dpkg call, via the wrapper at /usr/bin/dpkg) makes
@@ -36,7 +37,7 @@
  *            pending BE (replacing the previous pending one), and says that a
  *            reboot is required (/run/reboot-required).
  * Abort is the default outcome and has one implementation, abortTransaction:
- * after a dpkg failure, a failed finalize, and for a transaction whose apt died
+ * after a dpkg failure, a failed finalize, and for a transaction whose front end died
  * (recovery, which every session runs first). The BE is forgotten and deleted,
  * the pre-images restored; the pending BE and the running root stay as they
  * were before apt started. If no BE can be made, dpkg never runs on the real
@@ -285,7 +286,7 @@ async function requireDpkgThroughBootenv(frontEnd: FrontEnd, config: ReadonlyMap
   const wrapper = await realPathIfExists(DPKG_WRAPPER);
   if (wrapper !== undefined && (await realPathIfExists(configured)) === wrapper) return;
   throw new BootenvError('UNSUPPORTED', `${frontEndName(frontEnd)} runs dpkg as ${configured}, which is not bootenv's wrapper: dpkg would change the running system, so nothing is done`, {
-    hint: `/usr/bin/dpkg should be diverted to ${DPKG_WRAPPER} (dpkg-divert --list /usr/bin/dpkg); reinstall bootenv, or run it with BOOTENV=off to change the running system in place`,
+    hint: `/usr/bin/dpkg should be bootenv's wrapper ${DPKG_WRAPPER}, the real dpkg diverted to /usr/bin/dpkg.distrib (dpkg-divert --list /usr/bin/dpkg); reinstall bootenv, or run it with BOOTENV=off to change the running system in place`,
   });
 }
 

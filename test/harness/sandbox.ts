@@ -156,6 +156,28 @@ export class Sandbox {
     });
   }
 
+  /** The BE subvolumes (`@bootenv/NAME`), as the host's `btrfs subvolume list` prints them. */
+  async bootEnvironments(): Promise<string[]> {
+    return (await this.subvolumes()).filter((subvolume) => subvolume.startsWith('@bootenv/'));
+  }
+
+  /**
+   * Package → `STATUS VERSION` (dpkg's db:Status-Abbrev, e.g. `ii 1.0`) of the packages named
+   * `prefix…` that dpkg knows in `subvolume`, read from the host with `dpkg-query --admindir`;
+   * packages dpkg only remembers as not installed are left out. Throws when dpkg-query fails.
+   */
+  async packages(subvolume: string, prefix = 'bootenv-t-'): Promise<Record<string, string>> {
+    return this.withTopLevel(async (top) => {
+      const { stdout } = await execa('dpkg-query', [`--admindir=${path.join(top, subvolume, 'var/lib/dpkg')}`, '-f', '${Package} ${db:Status-Abbrev} ${Version}\n', '-W']);
+      const packages: Record<string, string> = {};
+      for (const line of stdout.split('\n')) {
+        const [name, status, version] = line.split(/\s+/);
+        if (name?.startsWith(prefix) && status !== 'un') packages[name] = `${status} ${version}`;
+      }
+      return packages;
+    });
+  }
+
   /** Reads a file at a path from the top level (e.g. `@/boot/grub/grub.cfg`). */
   async readFile(relative: string): Promise<string> {
     return this.withTopLevel(async (top) => readFileSync(path.join(top, relative), 'utf8'));

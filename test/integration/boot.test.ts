@@ -169,11 +169,11 @@ describe('booting bootenv for real: GRUB 2.06, Debian 12 kernel and systemd, on 
         [
           'set -e',
           `beadm create -e ${FIRST} -d 'init exits 1' ${BROKEN}`,
-          `mkdir /run/${BROKEN}`,
-          `beadm mount ${BROKEN} /run/${BROKEN}`,
-          `rm /run/${BROKEN}/sbin/init`,
-          `printf '#!/bin/sh\\nexit 1\\n' > /run/${BROKEN}/sbin/init`,
-          `chmod 755 /run/${BROKEN}/sbin/init`,
+          // Writable only at the default mount point, behind a directory only root can enter.
+          `beadm mount --writable ${BROKEN}`,
+          `rm /run/bootenv/mnt/${BROKEN}/sbin/init`,
+          `printf '#!/bin/sh\\nexit 1\\n' > /run/bootenv/mnt/${BROKEN}/sbin/init`,
+          `chmod 755 /run/bootenv/mnt/${BROKEN}/sbin/init`,
           `beadm unmount ${BROKEN}`,
           `beadm activate -t ${BROKEN}`,
           'grub-editenv /boot/grub/grubenv list',

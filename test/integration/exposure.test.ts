@@ -8,10 +8,10 @@
 import { execFileSync } from 'node:child_process';
 import { chmodSync, copyFileSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { EXIT_CODES } from '../../src/errors.js';
 import { installRepositoryInRoot } from '../harness/repo.js';
-import { Sandbox } from '../harness/sandbox.js';
+import { useSandbox } from '../harness/use-sandbox.js';
 
 const APT_ENV = 'export DEBIAN_FRONTEND=noninteractive; ';
 const firstBE = '@bootenv/debian-12';
@@ -25,27 +25,20 @@ function asNobody(command: string): string {
   return `${AS_NOBODY} sh -c '${command.replaceAll("'", "'\\''")}'`;
 }
 
-let sandbox: Sandbox;
+const sandbox = useSandbox(() => inject('bookwormBase'), 'ubuntu');
 
 beforeAll(async () => {
-  sandbox = await Sandbox.create(inject('bookwormBase'), 'ubuntu');
-  await sandbox.withTopLevel((top) => installRepositoryInRoot(path.join(top, '@')));
-  expect((await sandbox.beadm('@', ['init'])).exitCode).toBe(0);
-  expect((await sandbox.boot(firstBE, ['apt-get', 'update', '-qq'])).exitCode).toBe(0);
-  expect((await sandbox.beadm(firstBE, ['create', 'old'])).exitCode).toBe(0);
+  await sandbox().withTopLevel((top) => installRepositoryInRoot(path.join(top, '@')));
+  expect((await sandbox().beadm('@', ['init'])).exitCode).toBe(0);
+  expect((await sandbox().boot(firstBE, ['apt-get', 'update', '-qq'])).exitCode).toBe(0);
+  expect((await sandbox().beadm(firstBE, ['create', 'old'])).exitCode).toBe(0);
   // In BE old: a setuid-root program that prints its effective uid, and a device node anyone may write.
-  await sandbox.withTopLevel(async (top) => {
+  await sandbox().withTopLevel(async (top) => {
     const old = path.join(top, '@bootenv/old');
     copyFileSync(path.join(old, 'usr/bin/id'), path.join(old, 'usr/local/bin/id-suid'));
     chmodSync(path.join(old, 'usr/local/bin/id-suid'), 0o4755);
     execFileSync('mknod', ['-m', '666', path.join(old, 'srv/null-device'), 'c', '1', '3']);
   });
-});
-
-afterAll(async () => {
-  if (sandbox === undefined) return;
-  await sandbox.close();
-  await sandbox.assertNothingLeft();
 });
 
 /** The value printed after `key=` in a script's output. */
@@ -56,7 +49,7 @@ function field(output: string, key: string): string | undefined {
 describe('what a mounted BE and bootenv expose to other users', () => {
   it("beadm mount: read-only, setuid bits and device nodes ignored, root's alone by default; --writable and --suid only behind a root-only directory", async () => {
     // Control: where setuid is honoured (the running root), the same program does give root.
-    await sandbox.withTopLevel(async (top) => {
+    await sandbox().withTopLevel(async (top) => {
       copyFileSync(path.join(top, '@bootenv/old/usr/local/bin/id-suid'), path.join(top, firstBE, 'usr/local/bin/id-suid-control'));
       chmodSync(path.join(top, firstBE, 'usr/local/bin/id-suid-control'), 0o4755);
     });
@@ -79,8 +72,8 @@ describe('what a mounted BE and bootenv expose to other users', () => {
       echo "options-suid=$(findmnt -no OPTIONS /run/bootenv/mnt/old)"
       ${asNobody('/run/bootenv/mnt/old/usr/local/bin/id-suid -u')} 2>&1; echo "nobody-runs-private=$?"
       beadm unmount old; echo "mnt-mode=$(stat -c '%a %U' /run/bootenv/mnt)"`;
-    const result = await sandbox.boot(firstBE, ['bash', '-c', script]);
-    await sandbox.withTopLevel(async (top) => rmSync(path.join(top, firstBE, 'usr/local/bin/id-suid-control')));
+    const result = await sandbox().boot(firstBE, ['bash', '-c', script]);
+    await sandbox().withTopLevel(async (top) => rmSync(path.join(top, firstBE, 'usr/local/bin/id-suid-control')));
     expect(field(result.stdout, 'control-euid')).toBe('0');
     expect(field(result.stdout, 'rc-default')).toBe('0');
     expect(field(result.stdout, 'options-default')?.split(',')).toEqual(expect.arrayContaining(['ro', 'nosuid', 'nodev']));
@@ -100,7 +93,7 @@ describe('what a mounted BE and bootenv expose to other users', () => {
     expect(field(result.stdout, 'options-suid')?.split(',')).not.toContain('nosuid');
     expect(result.stdout).toMatch(/Permission denied\nnobody-runs-private=[1-9]/);
     expect(field(result.stdout, 'mnt-mode')).toBe('700 root');
-    expect(await sandbox.hostMounts()).toEqual([]);
+    expect(await sandbox().hostMounts()).toEqual([]);
   });
 
   it("the state, the runtime record, the pre-images and the lock are root's; the pending BE shows others only its dpkg and apt state; the transaction still runs scripts and triggers", async () => {
@@ -120,7 +113,7 @@ describe('what a mounted BE and bootenv expose to other users', () => {
       ${asNobody('ls /run/bootenv/pending/be/root')} 2>&1; echo "nobody-reaches-pending=$?"
       echo "nobody-apt=$(${asNobody('apt-cache policy bootenv-t-marker')} | grep Installed)"
       ${asNobody('dpkg-query --admindir=/run/bootenv/pending/dpkg -W bootenv-t-marker')}; echo "nobody-dpkg-query=$?"`;
-    const result = await sandbox.boot(firstBE, ['bash', '-c', script]);
+    const result = await sandbox().boot(firstBE, ['bash', '-c', script]);
     expect(field(result.stdout, 'rc-apt')).toBe('0');
     expect(field(result.stdout, 'rc-activator')).toBe('0');
     const modes = result.stdout.split('modes:\n')[1]?.split('record:')[0] ?? '';
@@ -139,9 +132,9 @@ describe('what a mounted BE and bootenv expose to other users', () => {
     expect(field(result.stdout, 'nobody-apt')?.trim()).toBe('Installed: 1.0');
     expect(result.stdout).toMatch(/^bootenv-t-marker\t1\.0\nnobody-dpkg-query=0$/m);
 
-    const listed = JSON.parse((await sandbox.beadm(firstBE, ['list', '--json'])).stdout) as Array<{ subvolume: string; active: string }>;
+    const listed = JSON.parse((await sandbox().beadm(firstBE, ['list', '--json'])).stdout) as Array<{ subvolume: string; active: string }>;
     const pending = listed.find((environment) => environment.active === 'R')?.subvolume as string;
-    await sandbox.withTopLevel(async (top) => {
+    await sandbox().withTopLevel(async (top) => {
       const root = path.join(top, pending);
       // Maintainer scripts ran and the file trigger fired (the activator came in the second run), in the new BE.
       expect(readFileSync(path.join(root, 'var/lib/bootenv-t-marker/postinst-ran'), 'utf8')).toMatch(/^configure/);
@@ -149,11 +142,11 @@ describe('what a mounted BE and bootenv expose to other users', () => {
       expect(execFileSync('stat', ['-c', '%a %U', path.join(top, '@bootenv/.bootenv.json')]).toString().trim()).toBe('600 root');
       expect(execFileSync('stat', ['-c', '%a %U', path.join(top, '@bootenv')]).toString().trim()).toBe('700 root');
     });
-    expect(await sandbox.hostMounts()).toEqual([]);
+    expect(await sandbox().hostMounts()).toEqual([]);
   });
 
   it('beadm run by a non-root user: a clear message, NOT_ROOT, nothing written; check works for anyone', async () => {
-    const before = await sandbox.subvolumes();
+    const before = await sandbox().subvolumes();
     const snapshot = 'find /run/bootenv -printf "%p %m %s %T@\\n" 2>/dev/null | sort';
     const script = `${snapshot} > /tmp/before
       for command in "list" "create intruder" "destroy old" "activate old" "mount old" "audit"; do
@@ -161,13 +154,13 @@ describe('what a mounted BE and bootenv expose to other users', () => {
       done
       ${asNobody('beadm check')}; echo "rc-check=$?"
       ${snapshot} > /tmp/after; cmp /tmp/before /tmp/after && echo "runtime-unchanged"`;
-    const result = await sandbox.boot(firstBE, ['bash', '-c', script]);
+    const result = await sandbox().boot(firstBE, ['bash', '-c', script]);
     for (const command of ['list', 'create intruder', 'destroy old', 'activate old', 'mount old', 'audit']) {
       expect(field(result.stdout, `rc-${command}`)).toBe(String(EXIT_CODES.NOT_ROOT));
     }
     expect(result.stdout).toContain('beadm: beadm needs root for this: it mounts the btrfs top level, takes the global lock and writes bootenv state');
     expect(field(result.stdout, 'rc-check')).toBe('0');
     expect(result.stdout).toContain('runtime-unchanged');
-    expect(await sandbox.subvolumes()).toEqual(before);
+    expect(await sandbox().subvolumes()).toEqual(before);
   });
 });

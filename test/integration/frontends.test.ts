@@ -5,13 +5,12 @@
 // packages and the other apt hooks that look at the running root (needrestart, apt-listchanges,
 // etckeeper) installed. Checked from the host with dpkg-query --admindir, btrfs subvolume list
 // and a manifest of the running root; the front ends' own reports and exit statuses are asserted.
-import { execFileSync } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { diffManifests, takeManifest } from '../harness/manifest.js';
 import { installRepositoryInRoot } from '../harness/repo.js';
-import { Sandbox } from '../harness/sandbox.js';
+import { useSandbox } from '../harness/use-sandbox.js';
 
 /** The front ends' per-user caches (pkcon's, aptitude's) go to /tmp, out of the running root's manifest. */
 const APT_ENV = 'export DEBIAN_FRONTEND=noninteractive XDG_CACHE_HOME=/tmp/cache; ';
@@ -35,10 +34,10 @@ const BLACKLIST_CONFIG = 'etc/apt/apt.conf.d/52bootenv-test-blacklist';
 /** The packages installed at 1.0 before beadm init; unattended-upgrade upgrades the first three. */
 const UPGRADABLE = ['bootenv-t-uu-base', 'bootenv-t-uu-user', 'bootenv-t-changed'];
 
-let sandbox: Sandbox;
+const sandbox = useSandbox(() => inject('bookwormFrontendsBase'), 'ubuntu');
 
 async function manifestOf(subvolume: string) {
-  return sandbox.withTopLevel((top) => takeManifest(path.join(top, subvolume), { exclude: MANIFEST_EXCLUDE }));
+  return sandbox().withTopLevel((top) => takeManifest(path.join(top, subvolume), { exclude: MANIFEST_EXCLUDE }));
 }
 
 /**
@@ -51,28 +50,9 @@ async function expectRunningRootUnchanged(before: Awaited<ReturnType<typeof mani
   expect(diffManifests(before, await manifestOf(firstBE)).filter((difference) => !rewritten.test(difference))).toEqual([]);
 }
 
-/** Package → `status version` of the bootenv-t-* packages in a subvolume, from the host; throws when dpkg-query fails. */
-async function packagesIn(subvolume: string): Promise<Record<string, string>> {
-  return sandbox.withTopLevel(async (top) => {
-    const output = execFileSync('dpkg-query', [`--admindir=${path.join(top, subvolume, 'var/lib/dpkg')}`, '-f', '${Package} ${db:Status-Abbrev} ${Version}\n', '-W'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    }).toString();
-    const packages: Record<string, string> = {};
-    for (const line of output.split('\n')) {
-      const [name, status, version] = line.split(/\s+/);
-      if (name?.startsWith('bootenv-t-') && status !== 'un') packages[name] = `${status} ${version}`;
-    }
-    return packages;
-  });
-}
-
-async function bootEnvironments(): Promise<string[]> {
-  return (await sandbox.subvolumes()).filter((subvolume) => subvolume.startsWith('@bootenv/'));
-}
-
 /** The one BE flagged R (the next boot's default). */
 async function defaultBootEnvironment(booted: string): Promise<string> {
-  const listed = JSON.parse((await sandbox.beadm(booted, ['list', '--json'])).stdout) as Array<{ subvolume: string; active: string }>;
+  const listed = JSON.parse((await sandbox().beadm(booted, ['list', '--json'])).stdout) as Array<{ subvolume: string; active: string }>;
   const defaults = listed.filter((environment) => environment.active.includes('R'));
   expect(defaults).toHaveLength(1);
   return (defaults[0] as { subvolume: string }).subvolume;
@@ -90,8 +70,7 @@ const INSTALLED_BEFORE = {
 };
 
 beforeAll(async () => {
-  sandbox = await Sandbox.create(inject('bookwormFrontendsBase'), 'ubuntu');
-  await sandbox.withTopLevel(async (top) => {
+  await sandbox().withTopLevel(async (top) => {
     await installRepositoryInRoot(path.join(top, '@'));
     writeFileSync(path.join(top, '@', UNATTENDED_CONFIG), 'Unattended-Upgrade::Origins-Pattern { "origin=bootenv-tests"; };\nUnattended-Upgrade::MinimalSteps "true";\n');
     writeFileSync(path.join(top, '@', BLACKLIST_CONFIG), 'Unattended-Upgrade::Package-Blacklist { "bootenv-t-uu-fails"; };\n');
@@ -99,22 +78,16 @@ beforeAll(async () => {
     writeFileSync(path.join(top, '@/etc/needrestart/conf.d/bootenv-test.conf'), "$nrconf{restart} = 'l';\n");
   });
   // Before beadm init, dpkg runs in place: the installed root gets the packages to upgrade later.
-  const setup = await sandbox.boot('@', ['bash', '-c', `${APT_ENV} apt-get update -qq && apt-get install -y ${Object.keys(INSTALLED_BEFORE).map((name) => `${name}=1.0`).join(' ')}`]);
+  const setup = await sandbox().boot('@', ['bash', '-c', `${APT_ENV} apt-get update -qq && apt-get install -y ${Object.keys(INSTALLED_BEFORE).map((name) => `${name}=1.0`).join(' ')}`]);
   expect(setup.exitCode, setup.stdout + setup.stderr).toBe(0);
-  expect((await sandbox.beadm('@', ['init'])).exitCode).toBe(0);
-  expect((await sandbox.boot(firstBE, ['apt-get', 'update', '-qq'])).exitCode).toBe(0);
-});
-
-afterAll(async () => {
-  if (sandbox === undefined) return;
-  await sandbox.close();
-  await sandbox.assertNothingLeft();
+  expect((await sandbox().beadm('@', ['init'])).exitCode).toBe(0);
+  expect((await sandbox().boot(firstBE, ['apt-get', 'update', '-qq'])).exitCode).toBe(0);
 });
 
 describe('every front end of apt lands in a BE', () => {
   it('unattended-upgrade with MinimalSteps, then apt-get, aptitude and pkcon in the same boot: one pending BE holds it all; the running root is untouched', async () => {
     const before = await manifestOf(firstBE);
-    const environments = await bootEnvironments();
+    const environments = await sandbox().bootEnvironments();
     const script = `${APT_ENV}
       unattended-upgrade -d > /tmp/uu.log 2>&1; echo "rc-uu=$?"
       echo "steps=$(grep -c '^applying set' /tmp/uu.log)"
@@ -126,7 +99,7 @@ describe('every front end of apt lands in a BE', () => {
       mkdir -p /run/dbus && dbus-daemon --system --fork
       pkcon -y install bootenv-t-newdep > /tmp/pkcon.log 2>&1; echo "rc-pkcon=$?"; grep -A1 '^Installed' /tmp/pkcon.log
       echo "pending=$(sed -n 's/.*"subvolume": "\\(.*\\)".*/\\1/p' /run/bootenv/pending/pending.json)"`;
-    const result = await sandbox.boot(firstBE, ['bash', '-c', script]);
+    const result = await sandbox().boot(firstBE, ['bash', '-c', script]);
     const out = result.stdout;
     expect(field(out, 'rc-uu'), out).toBe('0');
     expect(Number(field(out, 'steps'))).toBeGreaterThanOrEqual(2);
@@ -140,9 +113,9 @@ describe('every front end of apt lands in a BE', () => {
 
     // One new BE, the default, with every front end's changes; the running root as it was.
     const pending = field(out, 'pending') as string;
-    expect(await bootEnvironments()).toEqual([...environments, pending]);
+    expect(await sandbox().bootEnvironments()).toEqual([...environments, pending]);
     expect(await defaultBootEnvironment(firstBE)).toBe(pending);
-    expect(await packagesIn(pending)).toEqual({
+    expect(await sandbox().packages(pending)).toEqual({
       'bootenv-t-changed': 'ii 1.1',
       'bootenv-t-lib': 'ii 1.0',
       'bootenv-t-marker': 'ii 1.0',
@@ -151,53 +124,53 @@ describe('every front end of apt lands in a BE', () => {
       'bootenv-t-uu-fails': 'ii 1.0',
       'bootenv-t-uu-user': 'ii 1.1',
     });
-    expect(await packagesIn(firstBE)).toEqual(INSTALLED_BEFORE);
+    expect(await sandbox().packages(firstBE)).toEqual(INSTALLED_BEFORE);
     await expectRunningRootUnchanged(before);
-    expect(await sandbox.hostMounts()).toEqual([]);
+    expect(await sandbox().hostMounts()).toEqual([]);
   });
 
   it('unattended-upgrade without MinimalSteps: one commit, one BE, the default; the running root is untouched', async () => {
-    await sandbox.withTopLevel(async (top) => {
+    await sandbox().withTopLevel(async (top) => {
       writeFileSync(path.join(top, firstBE, 'etc/apt/apt.conf.d/53bootenv-test-one-step'), 'Unattended-Upgrade::MinimalSteps "false";\n');
     });
     try {
       const before = await manifestOf(firstBE);
-      const environments = await bootEnvironments();
-      const result = await sandbox.boot(firstBE, ['bash', '-c', `${APT_ENV} unattended-upgrade -d > /tmp/uu.log 2>&1; echo "rc-uu=$?"; echo "steps=$(grep -c '^applying set' /tmp/uu.log)"; grep 'All upgrades installed' /tmp/uu.log`]);
+      const environments = await sandbox().bootEnvironments();
+      const result = await sandbox().boot(firstBE, ['bash', '-c', `${APT_ENV} unattended-upgrade -d > /tmp/uu.log 2>&1; echo "rc-uu=$?"; echo "steps=$(grep -c '^applying set' /tmp/uu.log)"; grep 'All upgrades installed' /tmp/uu.log`]);
       expect(field(result.stdout, 'steps')).toBe('0');
       expect(field(result.stdout, 'rc-uu'), result.stdout).toBe('0');
       expect(result.stdout).toContain('All upgrades installed');
-      const made = (await bootEnvironments()).filter((subvolume) => !environments.includes(subvolume));
+      const made = (await sandbox().bootEnvironments()).filter((subvolume) => !environments.includes(subvolume));
       expect(made).toHaveLength(1);
       expect(await defaultBootEnvironment(firstBE)).toBe(made[0]);
-      const packages = await packagesIn(made[0] as string);
+      const packages = await sandbox().packages(made[0] as string);
       for (const name of UPGRADABLE) expect(packages[name]).toBe('ii 1.1');
-      expect(await packagesIn(firstBE)).toEqual(INSTALLED_BEFORE);
+      expect(await sandbox().packages(firstBE)).toEqual(INSTALLED_BEFORE);
       await expectRunningRootUnchanged(before);
     } finally {
-      await sandbox.withTopLevel(async (top) => rmSync(path.join(top, firstBE, 'etc/apt/apt.conf.d/53bootenv-test-one-step')));
+      await sandbox().withTopLevel(async (top) => rmSync(path.join(top, firstBE, 'etc/apt/apt.conf.d/53bootenv-test-one-step')));
     }
   });
 
   it('a failing postinst under unattended-upgrade: it reports the failure and exits non-zero; no BE holds the failed upgrade; the running root is untouched', async () => {
-    await sandbox.withTopLevel(async (top) => rmSync(path.join(top, firstBE, BLACKLIST_CONFIG)));
+    await sandbox().withTopLevel(async (top) => rmSync(path.join(top, firstBE, BLACKLIST_CONFIG)));
     try {
       const before = await manifestOf(firstBE);
       const script = `${APT_ENV} unattended-upgrade -v > /tmp/uu.log 2>&1; echo "rc-uu=$?"
         grep -E 'Installing the upgrades failed|All upgrades installed' /tmp/uu.log
         grep '^bootenv:' /var/log/unattended-upgrades/unattended-upgrades-dpkg.log`;
-      const result = await sandbox.boot(firstBE, ['bash', '-c', script]);
+      const result = await sandbox().boot(firstBE, ['bash', '-c', script]);
       expect(field(result.stdout, 'rc-uu'), result.stdout).not.toBe('0');
       expect(result.stdout).toContain('Installing the upgrades failed!');
       expect(result.stdout).not.toContain('All upgrades installed');
       expect(result.stdout).toMatch(/^bootenv: dpkg failed \(exit status 1\); boot environment \S+ was discarded\. Nothing else changed\.$/m);
-      for (const subvolume of await bootEnvironments()) {
-        expect((await packagesIn(subvolume))['bootenv-t-uu-fails'], subvolume).toBe('ii 1.0');
+      for (const subvolume of await sandbox().bootEnvironments()) {
+        expect((await sandbox().packages(subvolume))['bootenv-t-uu-fails'], subvolume).toBe('ii 1.0');
       }
-      expect(await packagesIn(firstBE)).toEqual(INSTALLED_BEFORE);
+      expect(await sandbox().packages(firstBE)).toEqual(INSTALLED_BEFORE);
       await expectRunningRootUnchanged(before);
     } finally {
-      await sandbox.withTopLevel(async (top) => {
+      await sandbox().withTopLevel(async (top) => {
         writeFileSync(path.join(top, firstBE, BLACKLIST_CONFIG), 'Unattended-Upgrade::Package-Blacklist { "bootenv-t-uu-fails"; };\n');
       });
     }

@@ -4,17 +4,17 @@
 // interrupted transaction stays done, and is reported, when the command that ran it fails.
 // Real apt 2.6 and dpkg 1.21 in a debootstrapped Debian 12 booted from a BE; every check
 // goes through btrfs subvolume list, dpkg-query --admindir, findmnt and the files on disk.
-import { execFileSync } from 'node:child_process';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { EXIT_CODES } from '../../src/errors.js';
 import { installRepositoryInRoot } from '../harness/repo.js';
-import { Sandbox } from '../harness/sandbox.js';
+import { WAIT_UNTIL } from '../harness/shell.js';
+import { useSandbox } from '../harness/use-sandbox.js';
 
 const APT_ENV = 'export DEBIAN_FRONTEND=noninteractive; ';
 const firstBE = '@bootenv/debian-12';
 
-let sandbox: Sandbox;
+const sandbox = useSandbox(() => inject('bookwormBase'), 'ubuntu');
 
 interface State {
   defaultUuid: string | null;
@@ -22,39 +22,13 @@ interface State {
 }
 
 async function readState(): Promise<State> {
-  return JSON.parse(await sandbox.readFile('@bootenv/.bootenv.json')) as State;
-}
-
-async function bootEnvironments(): Promise<string[]> {
-  return (await sandbox.subvolumes()).filter((subvolume) => subvolume.startsWith('@bootenv/'));
-}
-
-/** Package → `db:Status-Abbrev version` of the bootenv-t-* packages dpkg knows in a subvolume, read from the host. */
-async function packagesIn(subvolume: string): Promise<Record<string, string>> {
-  return sandbox.withTopLevel(async (top) => {
-    const output = execFileSync('dpkg-query', [`--admindir=${path.join(top, subvolume, 'var/lib/dpkg')}`, '-f', '${Package} ${db:Status-Abbrev} ${Version}\n', '-W'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    }).toString();
-    const packages: Record<string, string> = {};
-    for (const line of output.split('\n')) {
-      const [name, status, version] = line.split(/\s+/);
-      if (name?.startsWith('bootenv-t-')) packages[name] = `${status} ${version}`;
-    }
-    return packages;
-  });
+  return JSON.parse(await sandbox().readFile('@bootenv/.bootenv.json')) as State;
 }
 
 beforeAll(async () => {
-  sandbox = await Sandbox.create(inject('bookwormBase'), 'ubuntu');
-  await sandbox.withTopLevel((top) => installRepositoryInRoot(path.join(top, '@')));
-  expect((await sandbox.beadm('@', ['init'])).exitCode).toBe(0);
-  expect((await sandbox.boot(firstBE, ['apt-get', 'update', '-qq'])).exitCode).toBe(0);
-});
-
-afterAll(async () => {
-  if (sandbox === undefined) return;
-  await sandbox.close();
-  await sandbox.assertNothingLeft();
+  await sandbox().withTopLevel((top) => installRepositoryInRoot(path.join(top, '@')));
+  expect((await sandbox().beadm('@', ['init'])).exitCode).toBe(0);
+  expect((await sandbox().boot(firstBE, ['apt-get', 'update', '-qq'])).exitCode).toBe(0);
 });
 
 describe('the apt transaction fails closed and undoes in one way', () => {
@@ -76,8 +50,8 @@ describe('the apt transaction fails closed and undoes in one way', () => {
       echo "after-activate:"; cat /run/bootenv/pending/pending.json; echo
       findmnt -rn -o TARGET,FSROOT /run/bootenv/pending/be/root
       apt-config dump | grep '^Dir::State::status'`;
-    const before = await bootEnvironments();
-    const result = await sandbox.boot(firstBE, ['bash', '-c', script]);
+    const before = await sandbox().bootEnvironments();
+    const result = await sandbox().boot(firstBE, ['bash', '-c', script]);
     expect(result.stdout).toContain('rc-first=0');
     const pending = JSON.parse(/^\{[^}]*\}$/m.exec(result.stdout)?.[0] ?? 'null') as { name: string; uuid: string; subvolume: string };
     expect(pending.subvolume).toBe(`@bootenv/${pending.name}`);
@@ -94,13 +68,13 @@ describe('the apt transaction fails closed and undoes in one way', () => {
     ]);
 
     // Nothing was activated: the one new BE is the good run's, the default and the menu name it.
-    expect(await bootEnvironments()).toEqual([...before, pending.subvolume]);
+    expect(await sandbox().bootEnvironments()).toEqual([...before, pending.subvolume]);
     const state = await readState();
     expect(state.defaultUuid).toBe(pending.uuid);
     expect(Object.values(state.environments).filter((record) => record.transaction?.open)).toEqual([]);
-    expect(await sandbox.readFile('@/boot/grub/grub.cfg')).toContain(`set default='bootenv-${pending.name}'`);
-    expect(await packagesIn(pending.subvolume)).toEqual({ 'bootenv-t-marker': 'ii 1.0' });
-    expect(await packagesIn(firstBE)).toEqual({});
+    expect(await sandbox().readFile('@/boot/grub/grub.cfg')).toContain(`set default='bootenv-${pending.name}'`);
+    expect(await sandbox().packages(pending.subvolume)).toEqual({ 'bootenv-t-marker': 'ii 1.0' });
+    expect(await sandbox().packages(firstBE)).toEqual({});
     // apt was told: Post-Invoke failed with the reason.
     expect(result.stdout).toMatch(/beadm: dpkg left packages unfinished in boot environment apt-\S+, so it was discarded and nothing else changed/);
 
@@ -112,32 +86,33 @@ describe('the apt transaction fails closed and undoes in one way', () => {
     expect(after).toContain(`/run/bootenv/pending/be/root /${pending.subvolume}`);
     expect(after).toContain('Dir::State::status "/run/bootenv/pending/dpkg/status";');
     expect((await readState()).defaultUuid).toBe(pending.uuid);
-    expect(await sandbox.hostMounts()).toEqual([]);
+    expect(await sandbox().hostMounts()).toEqual([]);
   });
 
   it('the cleanup of an interrupted transaction stays done, and is reported, when the command that ran it fails', async () => {
-    const environments = await bootEnvironments();
+    const environments = await sandbox().bootEnvironments();
     // set -m: apt gets a process group of its own, so killing it (apt, dpkg, the maintainer
     // script) cannot reach the test runner; the boot then ends and its mounts and /run vanish.
     const script = `${APT_ENV} set -m
       apt-get install -y bootenv-t-slow-unpack > /dev/null 2>&1 &
       apt=$!
-      for i in $(seq 600); do [ -e /tmp/bootenv-t-slow-unpack.started ] && break; sleep 0.1; done
+      ${WAIT_UNTIL}
+      wait_until test -e /tmp/bootenv-t-slow-unpack.started
       ls /run/bootenv/txn >/dev/null && echo "in-transaction"
       kill -KILL -- -$apt`;
-    const crashed = await sandbox.boot(firstBE, ['bash', '-c', script]);
+    const crashed = await sandbox().boot(firstBE, ['bash', '-c', script]);
     expect(crashed.stdout).toContain('in-transaction');
-    const halfMade = (await bootEnvironments()).filter((subvolume) => !environments.includes(subvolume));
+    const halfMade = (await sandbox().bootEnvironments()).filter((subvolume) => !environments.includes(subvolume));
     expect(halfMade).toHaveLength(1);
     expect(Object.values((await readState()).environments).filter((record) => record.transaction?.open)).toHaveLength(1);
 
     // The next command fails (the running BE cannot be destroyed), after the cleanup ran.
-    const refused = await sandbox.beadm(firstBE, ['destroy', 'debian-12']);
+    const refused = await sandbox().beadm(firstBE, ['destroy', 'debian-12']);
     expect(refused.exitCode).toBe(EXIT_CODES.BUSY);
     expect(refused.stderr).toContain(`beadm: note: deleted ${halfMade[0]}, left half-made by an interrupted apt run`);
     expect(refused.stderr).toMatch(/debian-12 is the running BE/);
-    expect(await bootEnvironments()).toEqual(environments);
+    expect(await sandbox().bootEnvironments()).toEqual(environments);
     expect(Object.values((await readState()).environments).filter((record) => record.transaction?.open)).toEqual([]);
-    expect(await sandbox.hostMounts()).toEqual([]);
+    expect(await sandbox().hostMounts()).toEqual([]);
   });
 });
