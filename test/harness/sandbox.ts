@@ -26,6 +26,7 @@ export async function installBootenv(root: string): Promise<void> {
   const files: Array<[string, string, string]> = [
     ['dist/beadm.js', 'usr/sbin/beadm', '0755'],
     ['dist/bootenv-dedupe', 'usr/lib/bootenv/bootenv-dedupe', '0755'],
+    ['dist/bootenv-carry', 'usr/lib/bootenv/bootenv-carry', '0755'],
     ['hooks/grub.d/09_bootenv', 'etc/grub.d/09_bootenv', '0755'],
     ['hooks/apt/apt-hook', 'usr/lib/bootenv/apt-hook', '0755'],
     ['hooks/apt/apt.conf', 'usr/lib/bootenv/apt.conf', '0644'],
