@@ -22,8 +22,7 @@
  */
 import type { EntryChange, SubvolumeDelta } from '../btrfs/send-changes.js';
 import { ACCOUNT_FILES, mergeAccountFile, type AccountClash } from './accounts.js';
-
-export type CarryMode = 'all' | 'data';
+import type { CarryMode } from './state.js';
 
 export interface EntryFacts {
   kind: 'file' | 'directory' | 'symlink' | 'other';
@@ -155,6 +154,24 @@ function walk(tree: TreeView, path: string, into: Set<string>): void {
   for (const name of tree.list(path)) walk(tree, join(path, name), into);
 }
 
+/**
+ * The paths the origin changed: named by its delta (a read that moved only
+ * atime is no change), with the whole subtrees of moved directories, on both
+ * sides of the move. The other names of a hard-linked file are not among them:
+ * the caller resolves those (PlanInput.namesOfInode).
+ */
+export function originCandidates(input: Pick<PlanInput, 'originDelta' | 'origin' | 'base'>): string[] {
+  const { originDelta, origin, base } = input;
+  const paths = new Set<string>();
+  for (const [path, change] of originDelta.changed) if (realChange(change, origin.lstat(path), base.lstat(path))) paths.add(path);
+  for (const path of originDelta.vacated) paths.add(path);
+  for (const { from, to } of originDelta.moved) {
+    walk(origin, to, paths);
+    walk(base, from, paths);
+  }
+  return [...paths];
+}
+
 class Planner {
   private readonly removals = new Set<string>();
   private readonly creations: CarryOperation[] = [];
@@ -201,18 +218,10 @@ class Planner {
     return null;
   }
 
-  /** The origin's changed paths: named by the stream, whole moved subtrees, and every name of a changed hard-linked file. */
+  /** The origin's changed paths (originCandidates) and every name of a changed hard-linked file. */
   private candidates(): string[] {
-    const { originDelta, origin, base } = this.input;
-    const paths = new Set<string>();
-    for (const [path, change] of originDelta.changed) {
-      if (realChange(change, origin.lstat(path), base.lstat(path))) paths.add(path);
-    }
-    for (const path of originDelta.vacated) paths.add(path);
-    for (const { from, to } of originDelta.moved) {
-      walk(origin, to, paths);
-      walk(base, from, paths);
-    }
+    const { originDelta, origin } = this.input;
+    const paths = new Set(originCandidates(this.input));
     for (const path of [...paths]) {
       const facts = origin.lstat(path);
       if (facts?.kind === 'file' && facts.nlink > 1) for (const name of this.input.namesOfInode(facts.ino, path)) paths.add(name);

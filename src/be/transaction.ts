@@ -73,7 +73,8 @@ import {
 import { bindMount, detachMount, mountBtrfs, mountChrootFilesystems, NOSUID_NODEV, RUNTIME_DIRECTORY, unmount } from '../sys/mount.js';
 import { processInfo, stopProcessesRootedIn } from '../sys/process.js';
 import { withScope, type Scope } from '../sys/scope.js';
-import { CONFIG_FILE, DEFAULT_CONFIG, nameFromTemplate, parseConfig, type BootenvConfig } from './config.js';
+import { CONFIG_FILE, DEFAULT_CONFIG, nameFromTemplate, parseCarrySetting, parseConfig, type BootenvConfig, type CarrySetting } from './config.js';
+import { recoverInterruptedCarries } from './carry-records.js';
 import { forgetBootEnvironment, makeBootEnvironment, refreshBootMenu } from './environments.js';
 import { assertValidName } from './names.js';
 import { beginSession, bootEnvironmentSubvolumes, requireState, saveState, type Options, type Session } from './session.js';
@@ -174,6 +175,7 @@ type DuringTransaction = 'refuse' | 'allow';
 export async function openSession(scope: Scope, options: Options, during: DuringTransaction = 'refuse'): Promise<Session> {
   const session = await beginSession(scope, options);
   await withScope((recovery) => recoverInterruptedTransactions(recovery, session));
+  await withScope((recovery) => recoverInterruptedCarries(recovery, session));
   const live = await readTransaction();
   if (during === 'refuse' && live !== undefined) {
     throw new BootenvError('BUSY', `apt (pid ${live.aptPid}) is installing into a new boot environment`, {
@@ -186,7 +188,8 @@ export async function openSession(scope: Scope, options: Options, during: During
 // ---------------------------------------------------------------------------
 // The forward path.
 
-async function loadConfig(): Promise<BootenvConfig> {
+/** /etc/bootenv/bootenv.conf, or the defaults when there is none. Throws PARSE. */
+export async function loadConfig(): Promise<BootenvConfig> {
   const text = await readTextIfExists(CONFIG_FILE);
   return text === undefined ? DEFAULT_CONFIG : parseConfig(text);
 }
@@ -331,7 +334,9 @@ async function openBootEnvironment(
   const subvolume = `${CONTAINER}/${name}`;
 
   const description = `apt: ${record.command.slice(1).join(' ')}`.slice(0, 200);
-  const created = await makeBootEnvironment(scope, session, state, name, base.subvolume, description);
+  // The carry base is the running BE as of this boot's first apt run: a stacked run's BE takes over the pending BE's carry.
+  const carry = pending !== undefined ? { inherit: state.environments[pending.uuid]?.carry } : { mode: carrySettingOf(config) };
+  const created = await makeBootEnvironment(scope, session, state, name, base.subvolume, description, carry);
   const entry = state.environments[created.uuid] as NonNullable<BootenvState['environments'][string]>;
   entry.transaction = { open: true, subvolume, command: record.command, packages: record.actions, finished: null };
   await saveState(scope, session, state);
@@ -354,6 +359,15 @@ async function openBootEnvironment(
     record.policyRcdSaved = true;
   }
   await writeFileAtomic(policy, '#!/bin/sh\n# bootenv: no service starts inside a boot environment being made.\nexit 101\n', 0o755);
+}
+
+/** bootenv.conf's carry, unless this apt run says otherwise (BOOTENV_CARRY=all|data|none). Throws PARSE on another value. */
+function carrySettingOf(config: BootenvConfig): CarrySetting {
+  const override = process.env.BOOTENV_CARRY;
+  if (override === undefined || override === '') return config.carry;
+  const setting = parseCarrySetting(override);
+  if (setting === undefined) throw new BootenvError('PARSE', `BOOTENV_CARRY is all, data or none, not ${JSON.stringify(override)}`);
+  return setting;
 }
 
 /** Makes the directories of the .debs dpkg will read visible at the same paths inside the BE. */

@@ -21,6 +21,8 @@ function be(name: string, fields: Partial<BootEnvironment> = {}): BootEnvironmen
     origin: null,
     kernel: '6.1.0-9-amd64',
     bootedSuccessfully: true,
+    carry: null,
+    lastCarry: null,
     ...fields,
   };
 }
