@@ -224,3 +224,100 @@ describe('the carry at the first boot of the BE apt made', () => {
     expect(boot.exitCode).toBe(EXIT_CODES.USAGE);
   });
 });
+
+describe('a carry killed (SIGKILL) at each of its steps', () => {
+  const FILES = 3000;
+  // More files than one run of the helper takes, so that a kill can fall between two of its runs.
+  it.each(['carry-snapshots', 'carry-apply', 'carry-before-swap', 'carry-after-swap', 'carry-after-bookkeeping'])('at %s leaves the BE without the carry or with all of it, and the next boot completes it', async (point) => {
+    const name = `k-${point.slice('carry-'.length)}`;
+    expect((await sandbox.beadm(ORIGIN, ['create', name])).exitCode).toBe(0);
+    const writes = `set -e; mkdir /srv/${name}; cd /srv/${name}; for i in $(seq ${FILES}); do echo "$i" > "f$i"; done; echo changed > /etc/${name}.conf`;
+    expect((await sandbox.boot(ORIGIN, ['bash', '-c', writes])).exitCode).toBe(0);
+
+    // The first boot: beadm is killed at POINT, as a power cut there would stop it; the boot goes on.
+    const count = `ls /srv/${name} 2>/dev/null | wc -l; cat /etc/${name}.conf 2>/dev/null || echo none`;
+    const killed = await sandbox.boot(`@bootenv/${name}`, ['bash', '-c', count], { env: { BOOTENV_TEST_CRASH_AT: point } });
+    expect(killed.exitCode, killed.stderr).toBe(0);
+    expect(killed.console).toContain(`bootenv: THE CARRY INTO ${name} FAILED (exit status 137)`);
+    const swapped = point === 'carry-after-swap' || point === 'carry-after-bookkeeping';
+    expect(killed.stdout).toBe(swapped ? `${FILES}\nchanged` : '0\nnone');
+
+    // The next boot: the initramfs carries again (killed before the swap), or the booted system's first beadm
+    // finishes what the swap left (killed after it).
+    const next = await sandbox.boot(`@bootenv/${name}`, ['bash', '-c', `${count}; beadm list --json`]);
+    expect(next.exitCode, next.stderr).toBe(0);
+    expect(next.stdout.split('\n').slice(0, 2)).toEqual([String(FILES), 'changed']);
+    if (point === 'carry-after-swap') expect(next.stderr).toContain(`beadm: note: finished the bookkeeping of the carry into @bootenv/${name}, which was interrupted after its swap`);
+    if (!swapped) expect(next.console).toMatch(new RegExp(`bootenv: carried into ${name} what debian-12 changed since \\S+: ${FILES + 2} created`));
+    const list = JSON.parse(next.stdout.slice(next.stdout.indexOf('\n[') + 1)) as Array<{ name: string; carry: unknown; lastCarry: unknown }>;
+    expect(list.find((entry) => entry.name === name)).toMatchObject({ carry: null, lastCarry: { final: true } });
+    expect(await carryLeftovers()).toEqual([]);
+    expect(await sandbox.hostMounts()).toEqual([]);
+  });
+});
+
+describe('stacking, carrying on demand, settings', () => {
+  it('stacked apt runs keep the first run’s base; beadm carry from the running origin carries what is there, the boot the rest; what the new BE changed itself stays its own', async () => {
+    const script = `${APT_ENV} set -e
+      echo one > /srv/stack-1
+      apt-get install -y bootenv-t-marker > /dev/null
+      echo two > /srv/stack-2
+      apt-get install -y bootenv-t-app 2>&1
+      echo three > /srv/stack-3`;
+    const runs = await sandbox.boot(ORIGIN, ['bash', '-c', script]);
+    expect(runs.exitCode, runs.stdout).toBe(0);
+    expect(runs.stdout).toMatch(/includes and replaces apt-/);
+    const be = await pendingOf(runs.stdout);
+
+    const manual = await sandbox.beadm(ORIGIN, ['carry', be]);
+    expect(manual.exitCode, manual.stderr).toBe(0);
+    expect(manual.stdout).toMatch(new RegExp(`^beadm: carried into ${be} what debian-12 changed since \\S+: `));
+    expect(manual.stdout).toContain(`beadm: ${be} stays pending: what debian-12 changes from now on is carried when ${be} boots.`);
+    for (const file of ['stack-1', 'stack-2', 'stack-3']) expect(await sandbox.readFile(`@bootenv/${be}/srv/${file}`)).toMatch(/^(one|two|three)\n$/);
+
+    // The new BE changes a file itself (beadm mount -w), the origin changes it too, and another one, and adds one.
+    const edit = `set -e; beadm mount -w ${be} >/dev/null; echo mine > /run/bootenv/mnt/${be}/srv/stack-3; beadm unmount ${be} >/dev/null
+      echo origin >> /srv/stack-3; echo two-again >> /srv/stack-2; echo four > /srv/stack-4`;
+    expect((await sandbox.boot(ORIGIN, ['bash', '-c', edit])).exitCode).toBe(0);
+
+    const booted = await sandbox.boot(`@bootenv/${be}`, ['bash', '-c', 'cat /srv/stack-2 /srv/stack-3 /srv/stack-3.bootenv-origin /srv/stack-4; dpkg-query -W -f "\\${Package} \\${Version}\\n" bootenv-t-marker bootenv-t-app']);
+    expect(booted.exitCode, booted.stderr).toBe(0);
+    expect(booted.console).toContain(`bootenv: conflict: /srv/stack-3: changed in both: ${be} keeps its version; debian-12's is saved as /srv/stack-3.bootenv-origin`);
+    expect(booted.stdout).toBe('two\ntwo-again\nmine\nthree\norigin\nfour\nbootenv-t-app 1.1\nbootenv-t-marker 1.0');
+  });
+
+  it('carry = data leaves /etc out, carry-exclude paths too; create and activate --carry choose per BE; list --json shows the carry pending; destroy keeps an origin that a carry reads from', async () => {
+    const settings = `set -e; echo 'carry-exclude = /srv/scratch' >> /etc/bootenv/bootenv.conf
+      beadm create --carry data d-data; beadm create d-none; beadm activate --carry none d-none >/dev/null
+      beadm create o-parent; beadm create -e o-parent --carry all c-child
+      beadm list --json`;
+    const made = await sandbox.boot(ORIGIN, ['bash', '-c', settings]);
+    expect(made.exitCode, made.stderr).toBe(0);
+    const list = JSON.parse(made.stdout.slice(made.stdout.lastIndexOf('\n[') + 1)) as Array<{ name: string; carry: { origin: string | null; mode: string } | null }>;
+    const carryOf = (name: string) => list.find((entry) => entry.name === name)?.carry;
+    expect(carryOf('d-data')).toMatchObject({ origin: 'debian-12', mode: 'data' });
+    expect(carryOf('d-none')).toBeNull();
+    expect(carryOf('c-child')).toMatchObject({ origin: 'o-parent', mode: 'all' });
+
+    const refused = await sandbox.beadm(ORIGIN, ['destroy', 'o-parent']);
+    expect(refused.exitCode).toBe(EXIT_CODES.BUSY);
+    expect(refused.stderr).toMatch(/c-child is to carry what changed in o-parent since it was made: destroying o-parent would lose it/);
+    expect((await sandbox.beadm(ORIGIN, ['activate', '--carry', 'none', 'c-child'])).exitCode).toBe(0);
+    expect((await sandbox.beadm(ORIGIN, ['destroy', 'o-parent'])).exitCode).toBe(0);
+
+    const writes = 'set -e; mkdir -p /srv/scratch; echo s > /srv/scratch/big; echo d > /srv/data-file; echo e > /etc/etc-file';
+    expect((await sandbox.boot(ORIGIN, ['bash', '-c', writes])).exitCode).toBe(0);
+    const show = 'for f in /srv/scratch/big /srv/data-file /etc/etc-file; do [ -e "$f" ] && echo "$f"; done; true';
+    expect((await sandbox.boot('@bootenv/d-data', ['bash', '-c', show])).stdout).toBe('/srv/data-file');
+    expect((await sandbox.boot('@bootenv/d-none', ['bash', '-c', show])).stdout).toBe('');
+    expect((await sandbox.boot('@bootenv/c-child', ['bash', '-c', show])).stdout).toBe('');
+
+    const noCarry = await sandbox.boot(ORIGIN, ['bash', '-c', `${APT_ENV} BOOTENV_CARRY=none apt-get install -y bootenv-t-lib 2>&1; beadm list --json`]);
+    const apt = await pendingOf(noCarry.stdout);
+    const after = JSON.parse(noCarry.stdout.slice(noCarry.stdout.lastIndexOf('\n[') + 1)) as Array<{ name: string; carry: unknown }>;
+    expect(after.find((entry) => entry.name === apt)?.carry).toBeNull();
+    const wrong = await sandbox.boot(ORIGIN, ['bash', '-c', `${APT_ENV} BOOTENV_CARRY=some apt-get install -y bootenv-t-newdep 2>&1; echo rc=$?`]);
+    expect(wrong.stdout).toContain('BOOTENV_CARRY is all, data or none, not "some"');
+    expect(wrong.stdout).toContain('rc=100');
+  });
+});
