@@ -6,7 +6,7 @@
  * read-only views of the trees; the output is a list of operations for the
  * carry helper (src/sys/carry.ts) and a report. The rules, per path:
  *   - never carried: dpkg/apt/debconf/ucf state and logs, /etc/alternatives,
- *     deb-systemd-helper's state, bootenv's own marker, GRUB's home, /tmp and
+ *     deb-systemd-helper's state, GRUB's home, /tmp and
  *     the mount points of /proc, /sys, /dev, /run, the account databases'
  *     backups, the settings' `carry-exclude` paths, and /etc in mode `data`;
  *   - a path the new BE did not change takes the origin's state (created,
@@ -68,8 +68,6 @@ export interface PlanInput {
   namesOfInode(ino: bigint, path: string): string[];
   /** The origin's /etc/fstab as the new BE's. */
   rewriteFstab(text: string): string;
-  /** Whether this carry completes the BE's (its marker goes). */
-  final: boolean;
 }
 
 export type CarryOperation =
@@ -124,9 +122,8 @@ const PACKAGE_STATE = [
   'var/log/alternatives.log', 'etc/alternatives', 'var/lib/systemd/deb-systemd-helper-enabled', 'var/lib/systemd/deb-systemd-helper-masked',
   'var/lib/systemd/deb-systemd-user-helper-enabled',
 ];
-export const CARRY_MARKER = 'etc/bootenv/carry-pending';
 const NEVER = [
-  CARRY_MARKER, 'boot/grub', '.rootbe', 'tmp', 'run', 'proc', 'sys', 'dev', 'etc/.pwd.lock',
+  'boot/grub', '.rootbe', 'tmp', 'run', 'proc', 'sys', 'dev', 'etc/.pwd.lock',
   ...ACCOUNT_FILES.map((file) => `etc/${file}-`),
 ];
 const FSTAB = 'etc/fstab';
@@ -246,7 +243,6 @@ class Planner {
       else this.decide(path);
     }
     this.accountFiles(new Set(accounts));
-    if (this.input.final && this.input.target.lstat(CARRY_MARKER) !== undefined) this.removals.add(CARRY_MARKER);
     const removals = this.removalOperations();
     this.plan.operations = [...removals, ...this.creations, ...this.links, ...this.timeOperations()];
     return this.plan;
@@ -433,7 +429,7 @@ class Planner {
       }
       gone.add(path);
       operations.push({ op: 'remove', target: path });
-      if (path !== CARRY_MARKER && !this.planned.has(path)) this.plan.changes.removed += 1;
+      if (!this.planned.has(path)) this.plan.changes.removed += 1;
     }
     return operations;
   }

@@ -8,9 +8,11 @@
  *              last carry;
  *   new-base   read-only snapshot of the BE right after the last carry;
  *   touched    what the BE changed by itself up to then (a JSON file);
- * and, inside the BE, the marker etc/bootenv/carry-pending (its content the
- * ID), which the initramfs looks for. A carry's temporaries (snapshots of the
- * origin and of the BE, the working snapshot) live in the same directory.
+ * and the marker @bootenv/.carry/pending/UUID (UUID: the BE subvolume's;
+ * content: the ID), which the initramfs looks for at a boot of that
+ * subvolume: a carry's swap gives the BE a new subvolume, whose UUID has no
+ * marker when the carry completed it. A carry's temporaries (snapshots of
+ * the origin and of the BE, the working snapshot) live in ID's directory.
  * Snapshots are named by role and a random suffix and referred to by UUID;
  * the sweep deletes every snapshot and file there that no record refers to,
  * so an interrupted carry, a destroyed BE or a completed carry leave nothing.
@@ -29,12 +31,14 @@ import type { Subvolume } from '../btrfs/parse.js';
 import { BootenvError } from '../errors.js';
 import { listDirectory, makeDirectory, readTextIfExists, removeEmptyDirectory, removeFile, writeFileAtomic, writePrivateFileAtomic } from '../sys/fs.js';
 import type { Scope } from '../sys/scope.js';
-import { CARRY_MARKER, type TouchedPaths } from './carry-plan.js';
+import type { TouchedPaths } from './carry-plan.js';
 import type { CarrySetting } from './config.js';
 import { saveState, type Session } from './session.js';
 import { CONTAINER, type BootenvState, type CarryRecord } from './state.js';
 
 export const CARRY_DIRECTORY = `${CONTAINER}/.carry`;
+/** Where the initramfs looks for a BE subvolume's pending carry: a file named by its UUID. */
+const PENDING_DIRECTORY = `${CARRY_DIRECTORY}/pending`;
 
 /** How a BE being made gets its carry: a new one of `mode` from its source, or the one of the BE it replaces (stacked apt runs), or none. */
 export type CarryChoice = { mode: CarrySetting } | { inherit: CarryRecord | undefined };
@@ -71,12 +75,12 @@ export async function prepareCarry(scope: Scope, session: Session, source: Subvo
   };
 }
 
-/** Writes the carry marker into the BE whose root is `root` (or removes it when the BE has no carry). */
-export async function markCarry(root: string, record: CarryRecord | undefined): Promise<void> {
-  const marker = path.join(root, CARRY_MARKER);
-  if (record === undefined) return removeFile(marker);
-  await makeDirectory(path.dirname(marker));
-  await writeFileAtomic(marker, `${record.id}\n`);
+/** Marks BE subvolume `uuid` as having the carry of `id` pending for its next boot (or, with undefined, as having none). */
+export async function markCarryPending(session: Session, uuid: string, id: string | undefined): Promise<void> {
+  const marker = path.join(session.top, PENDING_DIRECTORY, uuid);
+  if (id === undefined) return removeFile(marker);
+  await makeDirectory(path.dirname(marker), 0o700);
+  await writeFileAtomic(marker, `${id}\n`);
 }
 
 /** What a BE changed by itself up to the last carry into it (none before the first). */
@@ -119,6 +123,8 @@ export async function completeExchange(scope: Scope, session: Session, state: Bo
   else moved.carry = { ...carry, baseUuid: exchange.originSnapshotUuid, newBaseUuid: exchange.newBaseSnapshotUuid, touchedFile: exchange.touchedFile, since: exchange.summary.at };
   delete state.environments[uuid];
   state.environments[exchange.workUuid] = moved;
+  await markCarryPending(session, exchange.workUuid, exchange.final ? undefined : entry.carry.id);
+  await markCarryPending(session, uuid, undefined);
   if (state.defaultUuid === uuid) state.defaultUuid = exchange.workUuid;
   for (const other of Object.values(state.environments)) {
     if (other.originUuid === uuid) other.originUuid = exchange.workUuid;
@@ -152,8 +158,13 @@ export async function sweepCarrySnapshots(session: Session): Promise<void> {
     }
   }
   if (deleted) session.subvolumes = await listSubvolumes(session.top);
+  const pending = new Set(Object.entries(session.state.environments).flatMap(([uuid, entry]) => (entry.carry === undefined ? [] : [uuid, ...(entry.carry.exchange?.final === false ? [entry.carry.exchange.workUuid] : [])])));
+  for (const uuid of await listDirectory(path.join(session.top, PENDING_DIRECTORY))) {
+    if (!pending.has(uuid)) await removeFile(path.join(session.top, PENDING_DIRECTORY, uuid));
+  }
   const directory = path.join(session.top, CARRY_DIRECTORY);
   for (const id of await listDirectory(directory)) {
+    if (`${CARRY_DIRECTORY}/${id}` === PENDING_DIRECTORY) continue;
     for (const name of await listDirectory(path.join(directory, id))) {
       const file = path.join(directory, id, name);
       if (!files.has(`${id}/${name}`) && !session.subvolumes.some((subvolume) => subvolume.path === `${CARRY_DIRECTORY}/${id}/${name}`)) await removeFile(file);

@@ -30,8 +30,8 @@ import { applyCarryRecords, exchangePaths, type HelperRecord } from '../sys/carr
 import { listDirectoryBytesSync, lstatBytesSync, readBytesSync } from '../sys/fs.js';
 import { crashPoint } from '../sys/process.js';
 import { withScope, type Scope } from '../sys/scope.js';
-import { CARRY_MARKER, originCandidates, planCarry, type CarryConflict, type CarryOperation, type CarryPlan, type EntryFacts, type TreeView } from './carry-plan.js';
-import { carryPath, completeExchange, markCarry, readTouched, recoverInterruptedCarries, sweepCarrySnapshots, writeTouched } from './carry-records.js';
+import { originCandidates, planCarry, type CarryConflict, type CarryOperation, type CarryPlan, type EntryFacts, type TreeView } from './carry-plan.js';
+import { carryPath, completeExchange, markCarryPending, readTouched, recoverInterruptedCarries, sweepCarrySnapshots, writeTouched } from './carry-records.js';
 import { rewriteFstabForBootEnvironment } from './fstab.js';
 import { assertValidName } from './names.js';
 import { bootEnvironmentSubvolumes, findBootEnvironment, requireState, saveState, type Options, type Session } from './session.js';
@@ -187,7 +187,7 @@ export async function carryBootEnvironment(name: string, options: CarryOptions =
     }
     const carry = state.environments[target.uuid]?.carry;
     if (carry === undefined) {
-      if (options.boot) await markCarry(path.join(session.top, target.path), undefined);
+      if (options.boot) await markCarryPending(session, target.uuid, undefined);
       return emptyReport(name, options);
     }
     return carryInto(scope, session, state, target, carry, options);
@@ -207,7 +207,7 @@ async function carryInto(scope: Scope, session: Session, state: BootenvState, ta
       // Nothing can ever be carried now: the record goes, loudly.
       delete state.environments[target.uuid]?.carry;
       await saveState(scope, session, state);
-      await markCarry(path.join(session.top, target.path), undefined);
+      await markCarryPending(session, target.uuid, undefined);
     }
     throw new BootenvError('NOT_FOUND', `cannot carry into ${report.name}: ${missing}, so the changes made there since ${carry.since} are not in ${report.name}`, {
       hint: options.boot ? 'they were in the origin BE; if it still exists, beadm mount it to copy what is needed' : `beadm activate --carry none ${report.name} drops the carry`,
@@ -255,7 +255,6 @@ async function carryInto(scope: Scope, session: Session, state: BootenvState, ta
     ...views,
     namesOfInode: (ino) => names.get(ino) ?? [],
     rewriteFstab: (text) => rewriteFstabForBootEnvironment(text, target.path, state.installedRoot),
-    final: report.final,
   });
   report.phaseSeconds.plan = since(phase);
   Object.assign(report, {
@@ -266,19 +265,18 @@ async function carryInto(scope: Scope, session: Session, state: BootenvState, ta
     skipped: plan.skipped,
     warnings: plan.warnings,
   });
-  const nothingToCarry = plan.operations.every((operation) => operation.op === 'remove' && operation.target === CARRY_MARKER);
-  if (options.dryRun || nothingToCarry) {
+  if (options.dryRun || plan.operations.length === 0) {
     // Nothing to swap in: the snapshots read from go now.
     await deleteIfThere(session, newSnapshot);
     await deleteIfThere(session, originSnapshot);
     if (!options.dryRun && report.final) {
-      // The BE stays as it is (no new subvolume); its carry is done. The record goes first: a marker
-      // without a record is only removed by the next boot, a record without a marker would say the carry never ran.
+      // The BE stays as it is (the same subvolume); its carry is done. The record goes first: a marker
+      // without a record is only dropped by the next boot, a record without a marker would say the carry never ran.
       const record = state.environments[target.uuid] as NonNullable<BootenvState['environments'][string]>;
       delete record.carry;
       record.lastCarry = summaryOf(report, at);
       await saveState(scope, session, state);
-      await markCarry(path.join(top, target.path), undefined);
+      await markCarryPending(session, target.uuid, undefined);
       await sweepCarrySnapshots(session);
     }
     return report;
@@ -317,6 +315,8 @@ async function carryInto(scope: Scope, session: Session, state: BootenvState, ta
     return found.uuid;
   };
   const record = state.environments[target.uuid] as NonNullable<BootenvState['environments'][string]>;
+  // Still pending after an on-demand carry: the carried subvolume is marked before it is swapped in.
+  if (!report.final) await markCarryPending(session, uuidOf(work), carry.id);
   record.carry = {
     ...carry,
     exchange: {
@@ -362,15 +362,19 @@ export interface BootCarry {
 
 /**
  * For the booted BE's record (in memory; the caller saves the state when
- * `carried` is not null): takes the last carry's summary if no boot reported
- * it yet, and says whether a carry is still pending, which means none ran.
+ * `unreported`): marks the last carry's summary reported if no boot reported
+ * it yet, and gives it when it carried or met anything (a carry of nothing is
+ * no news); says whether a carry is still pending, which means none ran.
  */
-export function carryOfBoot(session: Session, state: BootenvState, booted: Subvolume): BootCarry {
+export function carryOfBoot(session: Session, state: BootenvState, booted: Subvolume): BootCarry & { unreported: boolean } {
   const record = state.environments[booted.uuid];
-  const result: BootCarry = { carried: null, missed: null };
-  if (record?.lastCarry !== undefined && !record.lastCarry.reported) {
-    record.lastCarry.reported = true;
-    result.carried = record.lastCarry;
+  const result = { carried: null as CarrySummary | null, missed: null as BootCarry['missed'], unreported: false };
+  const last = record?.lastCarry;
+  if (last !== undefined && !last.reported) {
+    last.reported = true;
+    result.unreported = true;
+    const news = last.changes.created + last.changes.modified + last.changes.removed + last.conflictCount + last.accountClashes.length + last.failed.length + last.warnings.length;
+    if (news > 0) result.carried = last;
   }
   if (record?.carry !== undefined) result.missed = { origin: nameOf(session, state, record.carry.originUuid), since: record.carry.since };
   return result;
@@ -391,7 +395,7 @@ export async function setCarry(session: Session, state: BootenvState, name: stri
   }
   if (setting === 'none') {
     delete record.carry;
-    await markCarry(path.join(session.top, subvolume.path), undefined);
+    await markCarryPending(session, subvolume.uuid, undefined);
   } else {
     record.carry.mode = setting;
   }

@@ -20,7 +20,7 @@ import { listDirectory, makeDirectory, pathExists, readText, writeFileAtomic } f
 import { mountBtrfsTemporarily, NOSUID_NODEV } from '../sys/mount.js';
 import type { Scope } from '../sys/scope.js';
 import { INSTALLED_ROOT_MOUNTPOINT, rewriteFstabForBootEnvironment } from './fstab.js';
-import { markCarry, prepareCarry, sweepCarrySnapshots, type CarryChoice } from './carry-records.js';
+import { markCarryPending, prepareCarry, sweepCarrySnapshots, type CarryChoice } from './carry-records.js';
 import { readOsRelease } from './os-release.js';
 import { bootEnvironmentSubvolumes, saveState, type Session } from './session.js';
 import { CONTAINER, type BootenvState } from './state.js';
@@ -66,10 +66,13 @@ export async function makeBootEnvironment(
   const fstab = path.join(target, 'etc/fstab');
   await writeFileAtomic(fstab, rewriteFstabForBootEnvironment(await readText(fstab), `${CONTAINER}/${name}`, state.installedRoot));
   await makeDirectory(path.join(target, INSTALLED_ROOT_MOUNTPOINT));
-  await markCarry(target, record);
   session.subvolumes = await listSubvolumes(session.top);
   const created = session.subvolumes.find((subvolume) => subvolume.path === `${CONTAINER}/${name}`);
   if (created === undefined) throw new BootenvError('INTERNAL', `snapshot ${CONTAINER}/${name} is not listed by btrfs`);
+  if (record !== undefined) {
+    await markCarryPending(session, created.uuid, record.id);
+    scope.onAbort(`unmark the carry of ${CONTAINER}/${name}`, () => markCarryPending(session, created.uuid, undefined));
+  }
   state.environments[created.uuid] = { originUuid: source.uuid, created: new Date().toISOString(), description, ...(record === undefined ? {} : { carry: record }) };
   return created;
 }

@@ -317,10 +317,8 @@ export interface BootCompletion {
   oneShotBooted: boolean | null;
   /** The running BE when this boot was recorded as good, or null. */
   markedGood: string | null;
-  /** The running BE, or null when the running system is not a BE. */
-  booted: string | null;
-  /** The carry into the running BE, reported once; and whether one that should have run at its boot did not. */
-  carry: BootCarry;
+  /** Only when there is something to say: the carry into the running BE (reported once), or one that should have run at its boot and did not. */
+  carry?: BootCarry & { name: string };
 }
 
 export interface CompleteBootOptions extends Options {
@@ -357,9 +355,10 @@ export async function completeBoot(options: CompleteBootOptions = {}): Promise<B
       await forgetTriedOneShot(scope, installedRootPath(session, state));
       cleared ??= tried;
     }
-    const carry = booted === undefined ? { carried: null, missed: null } : carryOfBoot(session, state, booted.subvolume);
-    if (carry.carried !== null) await saveState(scope, session, state);
-    const result: BootCompletion = { cleared, oneShotBooted: cleared === null ? null : cleared === booted?.name, markedGood: null, booted: booted?.name ?? null, carry };
+    const carry = booted === undefined ? undefined : carryOfBoot(session, state, booted.subvolume);
+    if (carry?.unreported === true) await saveState(scope, session, state);
+    const result: BootCompletion = { cleared, oneShotBooted: cleared === null ? null : cleared === booted?.name, markedGood: null };
+    if (booted !== undefined && carry !== undefined && (carry.carried !== null || carry.missed !== null)) result.carry = { name: booted.name, carried: carry.carried, missed: carry.missed };
     const record = booted === undefined ? undefined : state.environments[booted.subvolume.uuid];
     if (!options.good || booted === undefined || record === undefined) return result;
     record.lastGoodBoot = { bootId: (await readText(BOOT_ID_FILE)).trim(), at: new Date().toISOString() };

@@ -241,7 +241,7 @@ function buildProgram(
                 : `The one-shot boot environment ${result.cleared} did not come up; cleared its activation.\n`,
             ]),
         ...(result.markedGood === null ? [] : [`Recorded this boot of ${result.markedGood} as good.\n`]),
-        renderBootCarry(result.booted ?? '', result.carry.carried, result.carry.missed),
+        ...(result.carry === undefined ? [] : [renderBootCarry(result.carry.name, result.carry.carried, result.carry.missed)]),
       ].join('');
       setReply({ data: result, text });
     });

@@ -13,8 +13,11 @@
  *   and readonly (y or n). BOOTENV_CARRY_LOG, if set, is a file (the
  *   initramfs passes /dev/kmsg) that gets the carry's output too, so that
  *   the booted system's journal has it.
- *   Does nothing, at the cost of one stat, unless ROOTMNT holds the BE's
- *   carry marker (etc/bootenv/carry-pending). Otherwise: unmounts ROOTMNT,
+ *   Does nothing, at the cost of a mount of the filesystem's top level (the
+ *   root's filesystem is mounted already: no device is read) and a stat,
+ *   unless the BE's subvolume has a carry pending (the marker
+ *   @bootenv/.carry/pending/UUID, UUID the root subvolume's). Otherwise:
+ *   unmounts ROOTMNT,
  *   mounts the BE read-only at WORKDIR (default /run/bootenv-carry) with
  *   /dev, /proc, /sys and the initramfs's /run bound in, runs
  *   `beadm carry --boot NAME` chrooted there (the carry swaps the BE's
@@ -29,6 +32,8 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/btrfs.h>
+#include <sys/ioctl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,7 +43,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define MARKER "/etc/bootenv/carry-pending"
+#define PENDING "@bootenv/.carry/pending/"
 #define CONTAINER "@bootenv/"
 
 static FILE *log_file;
@@ -141,6 +146,34 @@ static int parse_root_options(struct root_options *options) {
   return options->subvolume[0] == '\0' ? -1 : 0;
 }
 
+/* Whether the subvolume mounted at `rootmnt` (on `device`) has a carry pending: its UUID's marker at the top level. */
+static int carry_pending(const char *rootmnt, const char *device, const char *workdir) {
+  int fd = open(rootmnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  struct btrfs_ioctl_get_subvol_info_args info;
+  memset(&info, 0, sizeof info);
+  /* Linux 6.18 returns 1 for a subvolume whose parent is not the top level, with the info filled in. */
+  int got = ioctl(fd, BTRFS_IOC_GET_SUBVOL_INFO, &info);
+  close(fd);
+  static const unsigned char none[BTRFS_UUID_SIZE];
+  if (got < 0 || memcmp(info.uuid, none, BTRFS_UUID_SIZE) == 0) return 0;
+  char uuid[37];
+  const unsigned char *u = info.uuid;
+  snprintf(uuid, sizeof uuid, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
+  char top[4096], marker[4200];
+  snprintf(top, sizeof top, "%s-top", workdir);
+  if (mkdir(top, 0700) != 0 && errno != EEXIST) return 0;
+  int pending = 0;
+  if (mount(device, top, "btrfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "subvolid=5") == 0) {
+    struct stat st;
+    snprintf(marker, sizeof marker, "%s/%s%s", top, PENDING, uuid);
+    pending = lstat(marker, &st) == 0;
+    if (umount(top) != 0) umount2(top, MNT_DETACH);
+  }
+  rmdir(top);
+  return pending;
+}
+
 static int mount_root(const char *device, const char *rootmnt, const struct root_options *options) {
   for (int attempt = 0; attempt < 3; attempt++) {
     if (mount(device, rootmnt, "btrfs", options->flags, options->data) == 0) return 0;
@@ -192,22 +225,18 @@ int main(int argc, char **argv) {
   const char *rootmnt = argv[2];
   const char *workdir = argc == 4 ? argv[3] : "/run/bootenv-carry";
   char path[4096];
-  snprintf(path, sizeof path, "%s%s", rootmnt, MARKER);
-  struct stat st;
-  if (lstat(path, &st) != 0) return 0;
-  const char *log_path = getenv("BOOTENV_CARRY_LOG");
-  if (log_path != NULL && log_path[0] != '\0') log_file = fopen(log_path, "we");
   struct root_options options;
-  if (parse_root_options(&options) != 0 || strncmp(options.subvolume, CONTAINER, strlen(CONTAINER)) != 0 || strchr(options.subvolume + strlen(CONTAINER), '/') != NULL) {
-    say("a carry is pending, but the root is not mounted as a boot environment (ROOTFLAGS %s): not carrying", getenv("ROOTFLAGS") ? getenv("ROOTFLAGS") : "unset");
-    return 0;
-  }
+  /* Not a BE's boot (not mounted from @bootenv/NAME, not btrfs): nothing to do. */
+  if (parse_root_options(&options) != 0 || strncmp(options.subvolume, CONTAINER, strlen(CONTAINER)) != 0 || strchr(options.subvolume + strlen(CONTAINER), '/') != NULL) return 0;
   const char *name = options.subvolume + strlen(CONTAINER);
   char *device = btrfs_device_of(rootmnt);
-  if (device == NULL) {
-    say("a carry into %s is pending, but %s is not a btrfs mount: not carrying", name, rootmnt);
+  if (device == NULL) return 0;
+  if (!carry_pending(rootmnt, device, workdir)) {
+    free(device);
     return 0;
   }
+  const char *log_path = getenv("BOOTENV_CARRY_LOG");
+  if (log_path != NULL && log_path[0] != '\0') log_file = fopen(log_path, "we");
   say("carrying into %s what changed in its origin since it was made", name);
   if (umount(rootmnt) != 0) {
     say("CARRY NOT DONE: cannot unmount %s (%s); %s boots without its origin's changes, which stay in the origin", rootmnt, strerror(errno), name);

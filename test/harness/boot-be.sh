@@ -20,7 +20,7 @@ export NEWROOT
 if [ -n "$subvol" ]; then opts="subvol=/$subvol"; else opts="subvolid=5"; fi
 mount -t btrfs -o "$opts" "$dev" "$NEWROOT"
 
-if [ -n "$subvol" ] && [ -e "$NEWROOT/etc/bootenv/carry-pending" ] && [ -n "${BOOTENV_BOOT_CARRY:-}" ]; then
+if [ -n "$subvol" ] && [ -n "${BOOTENV_BOOT_CARRY:-}" ]; then
   mount -t tmpfs -o mode=0755 tmpfs /run
   mount -t proc proc /proc
   ROOTFLAGS="-o subvol=$subvol" readonly=n "$BOOTENV_BOOT_CARRY" take "$NEWROOT" 2>>"${BOOTENV_CONSOLE:-/dev/null}" || true

@@ -18,6 +18,11 @@ import { REPOSITORY } from './base.js';
 
 export type Layout = 'ubuntu' | 'debian' | 'flat';
 
+/** Whether a subvolume path (as `btrfs subvolume list` prints it) is a BE's: directly under @bootenv/, not the carry's snapshots in @bootenv/.carry. */
+export function isBootEnvironmentPath(subvolume: string): boolean {
+  return /^@bootenv\/[^./][^/]*$/.test(subvolume);
+}
+
 /**
  * Installs bootenv's files into the root at `root` where the package puts
  * them: beadm, the GRUB script, the APT hooks and configuration.

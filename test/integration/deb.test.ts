@@ -7,7 +7,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { installRepositoryInRoot } from '../harness/repo.js';
-import { Sandbox } from '../harness/sandbox.js';
+import { Sandbox, isBootEnvironmentPath } from '../harness/sandbox.js';
 
 const APT_ENV = 'export DEBIAN_FRONTEND=noninteractive; ';
 
@@ -18,7 +18,7 @@ it('lintian reports no error and no warning', async () => {
 });
 
 async function bootEnvironments(sandbox: Sandbox): Promise<string[]> {
-  return (await sandbox.subvolumes()).filter((subvolume) => subvolume.startsWith('@bootenv/'));
+  return (await sandbox.subvolumes()).filter(isBootEnvironmentPath);
 }
 
 async function versionIn(sandbox: Sandbox, subvolume: string, name: string): Promise<string | undefined> {

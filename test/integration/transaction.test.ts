@@ -9,7 +9,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { EXIT_CODES } from '../../src/errors.js';
 import { installRepositoryInRoot } from '../harness/repo.js';
-import { Sandbox } from '../harness/sandbox.js';
+import { Sandbox, isBootEnvironmentPath } from '../harness/sandbox.js';
 
 const APT_ENV = 'export DEBIAN_FRONTEND=noninteractive; ';
 const firstBE = '@bootenv/debian-12';
@@ -26,7 +26,7 @@ async function readState(): Promise<State> {
 }
 
 async function bootEnvironments(): Promise<string[]> {
-  return (await sandbox.subvolumes()).filter((subvolume) => subvolume.startsWith('@bootenv/'));
+  return (await sandbox.subvolumes()).filter(isBootEnvironmentPath);
 }
 
 /** Package → `db:Status-Abbrev version` of the bootenv-t-* packages dpkg knows in a subvolume, read from the host. */

@@ -59,7 +59,6 @@ function plan(overrides: Partial<PlanInput> & { base: TreeView; origin: TreeView
     newBase: overrides.base,
     namesOfInode: () => [],
     rewriteFstab: (text) => text.replaceAll('@bootenv/old', '@bootenv/new'),
-    final: false,
     ...overrides,
   });
 }
@@ -108,8 +107,8 @@ describe('planCarry: what only the origin changed', () => {
     expect(ops(result.operations).filter((operation) => operation.op === 'copy')).toEqual([{ op: 'copy', source: 'srv/touched', target: 'srv/touched' }]);
   });
 
-  it('never carries package state, bootenv’s marker, GRUB’s home or /tmp; in mode data not /etc; nor carry-exclude paths', () => {
-    const paths = ['var/lib/dpkg/status', 'var/lib/apt/extended_states', 'var/cache/debconf/config.dat', 'var/log/apt/history.log', 'etc/alternatives/editor', 'etc/bootenv/carry-pending', 'boot/grub/grub.cfg', 'tmp/x', 'etc/passwd-', 'etc/motd', 'srv/scratch/big', 'srv/kept'];
+  it('never carries package state, GRUB’s home or /tmp; in mode data not /etc; nor carry-exclude paths', () => {
+    const paths = ['var/lib/dpkg/status', 'var/lib/apt/extended_states', 'var/cache/debconf/config.dat', 'var/log/apt/history.log', 'etc/alternatives/editor', 'var/lib/systemd/deb-systemd-helper-enabled/x.service.dsh-also', 'boot/grub/grub.cfg', 'tmp/x', 'etc/passwd-', 'etc/motd', 'srv/scratch/big', 'srv/kept'];
     const base = tree({});
     const origin = tree(Object.fromEntries(paths.map((path) => [path, 'x'])));
     const originDelta = delta(Object.fromEntries(paths.map((path) => [path, changed({ arrived: true })])));
@@ -132,15 +131,17 @@ describe('planCarry: what only the origin changed', () => {
     ]);
   });
 
-  it('a final carry removes the marker; /etc/fstab takes the origin’s lines rewritten for the new BE', () => {
+  it('/etc/fstab takes the origin’s lines rewritten for the new BE, unless the new BE changed it itself', () => {
     const base = tree({ 'etc/fstab': FSTAB_BASE });
-    const target = tree({ 'etc/fstab': FSTAB_BASE.replace('old', 'new'), 'etc/bootenv/carry-pending': 'id\n' });
+    const target = tree({ 'etc/fstab': FSTAB_BASE.replace('old', 'new') });
     const origin = tree({ 'etc/fstab': `${FSTAB_BASE}/dev/sdb1 /data ext4 defaults 0 2\n` });
-    const result = plan({ base, origin, target, originDelta: delta({ 'etc/fstab': changed() }), final: true });
+    const result = plan({ base, origin, target, originDelta: delta({ 'etc/fstab': changed() }) });
     expect(ops(result.operations).filter((operation) => operation.op !== 'times')).toEqual([
-      { op: 'remove', target: 'etc/bootenv/carry-pending' },
       { op: 'write', target: 'etc/fstab', content: 'UUID=x / btrfs subvol=@bootenv/new 0 0\n/dev/sdb1 /data ext4 defaults 0 2\n' },
     ]);
+    const edited = tree({ 'etc/fstab': `${FSTAB_BASE.replace('old', 'new')}tmpfs /tmp tmpfs defaults 0 0\n` });
+    const conflict = plan({ base, origin, target: edited, originDelta: delta({ 'etc/fstab': changed() }) });
+    expect(conflict.conflicts).toEqual([{ path: 'etc/fstab', kind: 'changed-both', savedAs: 'etc/fstab.bootenv-origin' }]);
   });
 });
 
