@@ -138,11 +138,13 @@ const depth = (path: string) => (path === '' ? 0 : path.split('/').length);
 /** Parents before children (a prefix sorts first), byte order otherwise. */
 const byPath = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
-/** A times-only change that moved nothing but atime (a read) is no change. */
-function realChange(change: EntryChange, now: EntryFacts | undefined, before: EntryFacts | undefined): boolean {
+/** A times-only change that moved nothing but atime (a read) is no change; `now` and `before` are read only for those. */
+function realChange(change: EntryChange, now: () => EntryFacts | undefined, before: () => EntryFacts | undefined): boolean {
   if (change.arrived || change.content || change.metadata) return true;
-  if (now === undefined || now.kind === 'directory') return false;
-  return before === undefined || now.mtimeNs !== before.mtimeNs || now.ctimeNs !== before.ctimeNs;
+  const current = now();
+  if (current === undefined || current.kind === 'directory') return false;
+  const previous = before();
+  return previous === undefined || current.mtimeNs !== previous.mtimeNs || current.ctimeNs !== previous.ctimeNs;
 }
 
 function walk(tree: TreeView, path: string, into: Set<string>): void {
@@ -160,7 +162,7 @@ function walk(tree: TreeView, path: string, into: Set<string>): void {
 export function originCandidates(input: Pick<PlanInput, 'originDelta' | 'origin' | 'base'>): string[] {
   const { originDelta, origin, base } = input;
   const paths = new Set<string>();
-  for (const [path, change] of originDelta.changed) if (realChange(change, origin.lstat(path), base.lstat(path))) paths.add(path);
+  for (const [path, change] of originDelta.changed) if (realChange(change, () => origin.lstat(path), () => base.lstat(path))) paths.add(path);
   for (const path of originDelta.vacated) paths.add(path);
   for (const { from, to } of originDelta.moved) {
     walk(origin, to, paths);
@@ -186,7 +188,7 @@ class Planner {
     this.exact = new Set(input.touchedBefore.exact);
     this.trees = [...input.touchedBefore.trees];
     for (const [path, change] of input.newDelta.changed) {
-      if (realChange(change, input.target.lstat(path), input.newBase.lstat(path))) this.exact.add(path);
+      if (realChange(change, () => input.target.lstat(path), () => input.newBase.lstat(path))) this.exact.add(path);
     }
     for (const path of input.newDelta.vacated) this.exact.add(path);
     for (const { from, to } of input.newDelta.moved) this.trees.push(from, to);

@@ -151,7 +151,7 @@ export async function sweepCarrySnapshots(session: Session): Promise<void> {
   for (const subvolume of session.subvolumes) {
     if (!subvolume.path.startsWith(`${CARRY_DIRECTORY}/`) || referenced.has(subvolume.uuid) || mounted.has(subvolume.id)) continue;
     try {
-      await deleteSubvolume(path.join(session.top, subvolume.path));
+      await deleteSubvolume(path.join(session.top, subvolume.path), false);
       deleted = true;
     } catch (error) {
       session.notify(`could not delete ${subvolume.path} yet (${error instanceof Error ? error.message : String(error)}); the next beadm will`);

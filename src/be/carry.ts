@@ -231,8 +231,10 @@ async function carryInto(scope: Scope, session: Session, state: BootenvState, ta
   crashPoint('carry-snapshots');
 
   phase = clock();
-  const originDelta = await subvolumeChanges(path.join(top, base.path), path.join(top, originSnapshot));
-  const newDelta = await subvolumeChanges(path.join(top, newBase.path), path.join(top, newSnapshot));
+  const [originDelta, newDelta] = await Promise.all([
+    subvolumeChanges(path.join(top, base.path), path.join(top, originSnapshot)),
+    subvolumeChanges(path.join(top, newBase.path), path.join(top, newSnapshot)),
+  ]);
   report.phaseSeconds.changes = since(phase);
 
   phase = clock();
@@ -303,8 +305,9 @@ async function carryInto(scope: Scope, session: Session, state: BootenvState, ta
     await snapshotSubvolume(path.join(top, work), path.join(top, newBaseSnapshot), 'read-only');
     temporary(newBaseSnapshot);
     touchedFile = await writeTouched(session, carry.id, plan.touched);
+    // The helper synced what it wrote; this commits the touched file too, before the swap is recorded.
+    await syncFilesystem(top);
   }
-  await syncFilesystem(top);
   report.phaseSeconds.apply = since(phase);
 
   phase = clock();
@@ -348,8 +351,9 @@ async function carryInto(scope: Scope, session: Session, state: BootenvState, ta
   return report;
 }
 
+/** Deletes a snapshot the carry made, uncommitted: should the deletion be lost, the next sweep deletes it. */
 async function deleteIfThere(session: Session, relative: string): Promise<void> {
-  if (lstatBytesSync(path.join(session.top, relative)) !== undefined) await deleteSubvolume(path.join(session.top, relative));
+  if (lstatBytesSync(path.join(session.top, relative)) !== undefined) await deleteSubvolume(path.join(session.top, relative), false);
 }
 
 /** What a boot of a BE has to say about carries: the last one into it, once; and one that should have run and did not. */

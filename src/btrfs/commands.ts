@@ -57,9 +57,13 @@ export async function inodePaths(inode: bigint, subvolumeRoot: string): Promise<
     });
 }
 
-/** Deletes the subvolume at `path` and waits for the deletion to be committed. */
-export async function deleteSubvolume(path: string): Promise<void> {
-  await run(['btrfs', 'subvolume', 'delete', '--commit-after', path]);
+/**
+ * Deletes the subvolume at `path` and, unless `commit` is false (garbage that
+ * a lost deletion only leaves for the next sweep), waits for the deletion to
+ * be committed.
+ */
+export async function deleteSubvolume(path: string, commit = true): Promise<void> {
+  await run(['btrfs', 'subvolume', 'delete', ...(commit ? ['--commit-after'] : []), path]);
 }
 
 /** Per-subvolume usage from quota groups; null when quotas are not enabled (read-only). */

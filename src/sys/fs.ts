@@ -302,7 +302,8 @@ const bytes = (file: string) => Buffer.from(file, 'latin1');
 /** lstat (nanosecond times) of a byte path; undefined when it does not exist. */
 export function lstatBytesSync(file: string): BigIntStats | undefined {
   try {
-    return lstatSync(bytes(file), { bigint: true });
+    // No exception for a missing entry: a carry asks about thousands of paths the new BE does not have.
+    return lstatSync(bytes(file), { bigint: true, throwIfNoEntry: false });
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
