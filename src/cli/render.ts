@@ -96,12 +96,17 @@ export function renderSkipUnchanged(report: SkipUnchangedReport | { error: strin
 const AUDIT_COLUMNS = ['BE', 'Origin', 'Referenced', 'Exclusive', 'Shared-origin', 'Identical-unshared', 'Freed-by-destroy'] as const;
 
 /**
- * `beadm audit`: aligned columns; with quotas on, the quota groups' numbers in
- * two more columns and whether they agree with the counted ones (within 1 %).
+ * `beadm audit`: aligned columns; when some BE has a carry pending, the
+ * exclusive bytes of its carry's snapshots before Freed-by-destroy; with quotas
+ * on, the quota groups' numbers in two more columns and whether they agree
+ * with the counted ones (within 1 %).
  */
 export function renderAudit(audits: readonly SpaceAudit[]): string {
   const quotas = audits.some((audit) => audit.quota !== null);
-  const header = [...AUDIT_COLUMNS, ...(quotas ? ['Quota-referenced', 'Quota-exclusive', 'Quota-agrees'] : [])];
+  const carries = audits.some((audit) => audit.carrySnapshotBytes !== null);
+  const columns: string[] = [...AUDIT_COLUMNS];
+  if (carries) columns.splice(columns.length - 1, 0, 'Carry-snapshots');
+  const header = [...columns, ...(quotas ? ['Quota-referenced', 'Quota-exclusive', 'Quota-agrees'] : [])];
   const rows = audits.map((audit) => [
     audit.name,
     audit.origin ?? '-',
@@ -109,6 +114,7 @@ export function renderAudit(audits: readonly SpaceAudit[]): string {
     formatBytes(audit.exclusiveBytes),
     formatBytes(audit.sharedWithOriginBytes),
     formatBytes(audit.identicalUnsharedBytes),
+    ...(carries ? [formatBytes(audit.carrySnapshotBytes)] : []),
     formatBytes(audit.freedByDestroyBytes),
     ...(quotas
       ? [formatBytes(audit.quota?.referencedBytes ?? null), formatBytes(audit.quota?.exclusiveBytes ?? null), audit.quota === null ? '-' : audit.quota.agrees ? 'yes' : 'NO']
