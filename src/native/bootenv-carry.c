@@ -100,6 +100,16 @@ static int open_parent(int root, char *path, char **name, struct failure *failur
   return fd < 0 ? fail(failure, "open parent directory") : fd;
 }
 
+/* Opens the directories holding `source` (below `source_root`) and `target` (below `target_root`); returns 0, or -1 with nothing left open. */
+static int open_parents(int source_root, char *source, char **source_name, int *source_directory, int target_root, char *target, char **target_name, int *target_directory, struct failure *failure) {
+  *source_directory = open_parent(source_root, source, source_name, failure);
+  if (*source_directory < 0) return -1;
+  *target_directory = open_parent(target_root, target, target_name, failure);
+  if (*target_directory >= 0) return 0;
+  close(*source_directory);
+  return -1;
+}
+
 /* "/proc/self/fd/DIR/NAME": the way to an entry's xattrs when it cannot be opened (a symlink, a device). */
 static void proc_path(char *buffer, size_t size, int directory, const char *name) {
   snprintf(buffer, size, "/proc/self/fd/%d/%s", directory, name);
@@ -250,13 +260,8 @@ static void temporary_name(char *buffer, size_t size) {
 
 static int copy_entry(int source_root, int target_root, char *source, char *target, long long *copied, struct failure *failure) {
   char *source_name, *target_name, temporary[64];
-  int source_directory = open_parent(source_root, source, &source_name, failure);
-  if (source_directory < 0) return -1;
-  int target_directory = open_parent(target_root, target, &target_name, failure);
-  if (target_directory < 0) {
-    close(source_directory);
-    return -1;
-  }
+  int source_directory, target_directory;
+  if (open_parents(source_root, source, &source_name, &source_directory, target_root, target, &target_name, &target_directory, failure) != 0) return -1;
   int result = -1, from = -1, to = -1;
   struct stat st;
   struct handle from_handle = {.fd = -1}, to_handle = {.fd = -1};
@@ -331,13 +336,8 @@ done:
 /* mkdir (create != 0) or meta: a directory with the source's owner, xattrs, mode and early flags. */
 static int directory_entry(int source_root, int target_root, char *source, char *target, int create, struct failure *failure) {
   char *source_name, *target_name;
-  int source_directory = open_parent(source_root, source, &source_name, failure);
-  if (source_directory < 0) return -1;
-  int target_directory = open_parent(target_root, target, &target_name, failure);
-  if (target_directory < 0) {
-    close(source_directory);
-    return -1;
-  }
+  int source_directory, target_directory;
+  if (open_parents(source_root, source, &source_name, &source_directory, target_root, target, &target_name, &target_directory, failure) != 0) return -1;
   int result = -1, from = -1, to = -1;
   struct stat st;
   from = openat(source_directory, source_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -368,13 +368,8 @@ done:
 
 static int times_entry(int source_root, int target_root, char *source, char *target, struct failure *failure) {
   char *source_name, *target_name;
-  int source_directory = open_parent(source_root, source, &source_name, failure);
-  if (source_directory < 0) return -1;
-  int target_directory = open_parent(target_root, target, &target_name, failure);
-  if (target_directory < 0) {
-    close(source_directory);
-    return -1;
-  }
+  int source_directory, target_directory;
+  if (open_parents(source_root, source, &source_name, &source_directory, target_root, target, &target_name, &target_directory, failure) != 0) return -1;
   int result = -1;
   struct stat st;
   if (fstatat(source_directory, source_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
