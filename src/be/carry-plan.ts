@@ -73,6 +73,8 @@ export interface PlanInput {
 export type CarryOperation =
   /** Make `target` (new BE) a copy of `source` (origin): reflinked data, owner, mode, times, xattrs. */
   | { op: 'copy'; source: string; target: string }
+  /** The same for the origin's version saved beside the new BE's: without setuid, setgid or file capabilities (it is kept to be read, not run). */
+  | { op: 'save'; source: string; target: string }
   /** Make directory `target` with `source`'s owner, mode and xattrs (times later). */
   | { op: 'mkdir'; source: string; target: string }
   /** Give directory `target` the owner, mode and xattrs of `source`. */
@@ -320,10 +322,10 @@ class Planner {
         const destination = `${saved}${source.slice(path.length)}`;
         const facts = this.input.origin.lstat(source) as EntryFacts;
         if (facts.kind === 'directory') this.makeDirectory(source, destination);
-        else this.copy(source, destination, facts);
+        else this.copy(source, destination, facts, 'save');
       }
     } else {
-      this.copy(path, saved, o);
+      this.copy(path, saved, o, 'save');
     }
     return saved;
   }
@@ -350,15 +352,15 @@ class Planner {
     this.directoriesToTime.add(parentOf(destination));
   }
 
-  private copy(source: string, destination: string, facts: EntryFacts): void {
+  private copy(source: string, destination: string, facts: EntryFacts, op: 'copy' | 'save' = 'copy'): void {
     this.ensureParent(destination);
     // Hard links are carried as links; a copy saved beside another file stands alone.
-    const linked = facts.kind === 'file' && facts.nlink > 1 && source === destination;
+    const linked = op === 'copy' && facts.kind === 'file' && facts.nlink > 1 && source === destination;
     const first = linked ? this.copiedInodes.get(facts.ino) : undefined;
     if (first !== undefined) {
       this.links.push({ op: 'link', existing: first, target: destination });
     } else {
-      this.creations.push({ op: 'copy', source, target: destination });
+      this.creations.push({ op, source, target: destination });
       if (facts.kind === 'file') {
         this.plan.carriedBytes += facts.size;
         if (linked) this.copiedInodes.set(facts.ino, destination);

@@ -17,6 +17,8 @@
  *                      capabilities included), mode, atime and mtime, inode
  *                      flags (chattr); made under a temporary name and
  *                      renamed over DST
+ *     save SRC DST     the same, for a copy saved beside the new BE's version:
+ *                      without setuid and setgid bits or file capabilities
  *     mkdir SRC DST    make directory DST (or keep it) with SRC's owner,
  *                      mode, xattrs and flags but immutable and append-only
  *     meta SRC DST     the same for an existing directory
@@ -258,7 +260,15 @@ static void temporary_name(char *buffer, size_t size) {
   snprintf(buffer, size, ".bootenv-carry.%ld.%lu", (long)getpid(), temporary_counter++);
 }
 
-static int copy_entry(int source_root, int target_root, char *source, char *target, long long *copied, struct failure *failure) {
+/* A copy saved beside another file (op save) is for reading, not running: no setuid or setgid bit, no file capabilities. */
+static int disarm(const struct stat *st, const struct handle *h, int directory, const char *name, struct failure *failure) {
+  if (S_ISLNK(st->st_mode)) return 0;
+  if ((h->fd >= 0 ? fremovexattr(h->fd, "security.capability") : lremovexattr(h->path, "security.capability")) != 0 && errno != ENODATA && errno != ENOTSUP) return fail(failure, "remove capabilities");
+  if ((st->st_mode & 06000) != 0 && (h->fd >= 0 ? fchmod(h->fd, st->st_mode & 01777) : fchmodat(directory, name, st->st_mode & 01777, 0)) != 0) return fail(failure, "chmod");
+  return 0;
+}
+
+static int copy_entry(int source_root, int target_root, char *source, char *target, int saved, long long *copied, struct failure *failure) {
   char *source_name, *target_name, temporary[64];
   int source_directory, target_directory;
   if (open_parents(source_root, source, &source_name, &source_directory, target_root, target, &target_name, &target_directory, failure) != 0) return -1;
@@ -315,6 +325,7 @@ static int copy_entry(int source_root, int target_root, char *source, char *targ
   }
   /* Pruned: a new entry inherits its directory's default ACL, which the source may not have. */
   if (copy_owner_xattrs_mode(&st, &from_handle, &to_handle, target_directory, temporary, 1, failure) != 0) goto unlink;
+  if (saved && disarm(&st, &to_handle, target_directory, temporary, failure) != 0) goto unlink;
   if (set_times(target_directory, temporary, &st, failure) != 0) goto unlink;
   if (renameat(target_directory, temporary, target_directory, target_name) != 0) {
     fail(failure, "rename into place");
@@ -501,7 +512,7 @@ static int apply(const char *source_path, const char *target_path) {
     const char *op = fields[0];
     int status;
     errno = 0;
-    if (strcmp(op, "copy") == 0) status = copy_entry(source_root, target_root, fields[1], fields[2], &copied, &failure);
+    if (strcmp(op, "copy") == 0 || strcmp(op, "save") == 0) status = copy_entry(source_root, target_root, fields[1], fields[2], op[0] == 's', &copied, &failure);
     else if (strcmp(op, "mkdir") == 0) status = directory_entry(source_root, target_root, fields[1], fields[2], 1, &failure);
     else if (strcmp(op, "meta") == 0) status = directory_entry(source_root, target_root, fields[1], fields[2], 0, &failure);
     else if (strcmp(op, "times") == 0) status = times_entry(source_root, target_root, fields[1], fields[2], &failure);

@@ -13,7 +13,7 @@ const CARRY_HELPER = 'bootenv-carry';
 
 /** One operation for the helper: its name and two fields (see bootenv-carry.c). */
 export interface HelperRecord {
-  op: 'copy' | 'mkdir' | 'meta' | 'times' | 'link' | 'remove' | 'write';
+  op: 'copy' | 'save' | 'mkdir' | 'meta' | 'times' | 'link' | 'remove' | 'write';
   first: string | Buffer;
   second: string;
 }

@@ -94,6 +94,8 @@ name'
       mkdirSync(path.join(origin, 'etc'), { recursive: true });
       mkdirSync(path.join(work, 'etc/gone-dir'), { recursive: true });
       writeFileSync(path.join(origin, 'etc/replaced'), 'origin');
+      writeFileSync(path.join(origin, 'etc/tool'), 'old setuid tool');
+      await sh('chmod 4755 "$1"; setcap cap_net_raw+ep "$1"; chmod 4755 "$1"', path.join(origin, 'etc/tool'));
       writeFileSync(path.join(work, 'etc/replaced'), 'work');
       writeFileSync(path.join(work, 'etc/gone'), 'x');
       writeFileSync(path.join(work, 'etc/shadow'), 'old\n');
@@ -110,13 +112,17 @@ name'
         { op: 'meta', first: 'etc', second: 'etc' },
         { op: 'copy', first: 'etc/replaced', second: 'escape/passwd' },
         { op: 'copy', first: 'etc/missing', second: 'etc/missing' },
+        { op: 'save', first: 'etc/tool', second: 'etc/tool.bootenv-origin' },
       ];
       const outcomes = await applyCarryRecords(origin, work, records, HELPER);
       expect(outcomes.slice(0, 6)).toEqual(Array(6).fill({ status: 'ok' }));
       expect(outcomes[6]).toMatchObject({ status: 'error', errno: 'ELOOP' });
       expect(outcomes[7]).toMatchObject({ status: 'error', errno: 'ENOENT', message: expect.stringMatching(/^stat source/) });
+      // A saved copy is for reading: no setuid bit, no capabilities.
+      expect(outcomes[8]).toEqual({ status: 'ok' });
+      expect(await sh('stat -c %a "$1"; getcap "$1"', path.join(work, 'etc/tool.bootenv-origin'))).toBe('755');
       expect(readFileSync(path.join(work, 'etc/replaced'), 'utf8')).toBe('origin');
-      expect(await sh('ls -A "$1"', path.join(work, 'etc'))).toBe('replaced\nshadow');
+      expect(await sh('ls -A "$1"', path.join(work, 'etc'))).toBe('replaced\nshadow\ntool.bootenv-origin');
       expect(readFileSync(path.join(work, 'etc/shadow'), 'utf8')).toBe('root:*:19000::::::\n');
       expect(await sh('stat -c "%a %u %g" "$1"; getfattr --absolute-names -n user.label --only-values "$1"', path.join(work, 'etc/shadow'))).toBe('640 0 42\nkeep');
       expect(await sh('stat -c %a "$1"; getfattr --absolute-names -d "$1"', path.join(work, 'etc'))).toBe('755');

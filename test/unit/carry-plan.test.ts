@@ -154,7 +154,7 @@ describe('planCarry: paths both changed', () => {
     const target = tree({ 'etc/app.conf': conffile.upgrade, 'etc/same': 'b', 'etc/app.conf.bootenv-origin': 'older save' });
     const result = plan({ base, origin, target, originDelta: delta({ 'etc/app.conf': changed(), 'etc/same': changed() }), newDelta: delta({ 'etc/app.conf': changed({ arrived: true }), 'etc/same': changed() }) });
     expect(result.conflicts).toEqual([{ path: 'etc/app.conf', kind: 'changed-both', savedAs: 'etc/app.conf.bootenv-origin.2' }]);
-    expect(ops(result.operations).filter((operation) => operation.op !== 'times')).toEqual([{ op: 'copy', source: 'etc/app.conf', target: 'etc/app.conf.bootenv-origin.2' }]);
+    expect(ops(result.operations).filter((operation) => operation.op !== 'times')).toEqual([{ op: 'save', source: 'etc/app.conf', target: 'etc/app.conf.bootenv-origin.2' }]);
   });
 
   it('removed in the new BE, changed in the origin: the origin’s is saved; removed in the origin, changed in the new BE: kept', () => {
@@ -169,7 +169,7 @@ describe('planCarry: paths both changed', () => {
     ]);
     expect(ops(result.operations).filter((operation) => operation.op !== 'times')).toEqual([
       { op: 'mkdir', source: 'usr/share/pkg', target: 'usr/share/pkg' },
-      { op: 'copy', source: 'usr/share/pkg/data', target: 'usr/share/pkg/data.bootenv-origin' },
+      { op: 'save', source: 'usr/share/pkg/data', target: 'usr/share/pkg/data.bootenv-origin' },
     ]);
   });
 
