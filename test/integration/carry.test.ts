@@ -299,6 +299,11 @@ describe('stacking, carrying on demand, settings', () => {
     expect(carryOf('d-none')).toBeNull();
     expect(carryOf('c-child')).toMatchObject({ origin: 'o-parent', mode: 'all' });
 
+    // From the installed root (not a BE) too.
+    const fromRoot = await sandbox.beadm('@', ['carry', '--dry-run', 'd-data']);
+    expect(fromRoot.exitCode, fromRoot.stderr).toBe(0);
+    expect(fromRoot.stdout).toMatch(/^beadm: would carry into d-data what debian-12 changed since \S+ outside \/etc: /);
+
     const refused = await sandbox.beadm(ORIGIN, ['destroy', 'o-parent']);
     expect(refused.exitCode).toBe(EXIT_CODES.BUSY);
     expect(refused.stderr).toMatch(/c-child is to carry what changed in o-parent since it was made: destroying o-parent would lose it/);
