@@ -23,7 +23,8 @@
  *            debconf preconfigures) saves pre-images of those files;
  *   enter    (every state-changing dpkg call, via /usr/lib/bootenv/dpkg) makes
  *            the snapshot at the first one — of the pending BE if this boot has
- *            one, else of the running BE — puts the pre-imaged files back, and
+ *            one (taking over its carry), else of the running BE (through the
+ *            carry's base, ./carry-records.ts) — puts the pre-imaged files back, and
  *            mounts the BE with /proc, /sys, /dev, a fresh /run, the host's /tmp,
  *            apt's archives and the directories of the .debs, plus a
  *            policy-rc.d that forbids starting services; later calls reuse it;
