@@ -9,6 +9,12 @@
  *   skip-unchanged yes (default) | no — whether, at the end of an apt
  *                 transaction, files identical to the previous BE's come to
  *                 share its extents (docs/dedupe.md).
+ *   carry         all (default) | data | none — what of the changes the
+ *                 running system makes after a BE is snapshotted goes into it
+ *                 when it boots (be/carry-plan.ts): everything, all but /etc,
+ *                 or nothing.
+ *   carry-exclude absolute paths, separated by spaces, never carried (one or
+ *                 more lines; each adds to the list).
  * Pure parse; unknown keys and bad values are errors, so a typo is not ignored.
  */
 import { BootenvError } from '../errors.js';
@@ -17,16 +23,27 @@ export const CONFIG_FILE = '/etc/bootenv/bootenv.conf';
 
 export type DivertMode = 'always' | 'never' | 'auto';
 
+/** A carry mode, or none. */
+export type CarrySetting = 'all' | 'data' | 'none';
+
 export interface BootenvConfig {
   divert: DivertMode;
   nameTemplate: string;
   skipUnchanged: boolean;
+  carry: CarrySetting;
+  /** Absolute paths never carried. */
+  carryExclude: string[];
 }
 
-export const DEFAULT_CONFIG: BootenvConfig = { divert: 'always', nameTemplate: 'apt-{date}-{n}', skipUnchanged: true };
+export const DEFAULT_CONFIG: BootenvConfig = { divert: 'always', nameTemplate: 'apt-{date}-{n}', skipUnchanged: true, carry: 'all', carryExclude: [] };
+
+/** Parses a carry setting (bootenv.conf's `carry`, BOOTENV_CARRY, --carry); undefined when it is none of all, data, none. */
+export function parseCarrySetting(value: string): CarrySetting | undefined {
+  return value === 'all' || value === 'data' || value === 'none' ? value : undefined;
+}
 
 export function parseConfig(text: string): BootenvConfig {
-  const config = { ...DEFAULT_CONFIG };
+  const config = { ...DEFAULT_CONFIG, carryExclude: [...DEFAULT_CONFIG.carryExclude] };
   text.split('\n').forEach((raw, index) => {
     const line = raw.replace(/#.*$/, '').trim();
     if (line === '') return;
@@ -48,6 +65,17 @@ export function parseConfig(text: string): BootenvConfig {
         throw new BootenvError('PARSE', `${CONFIG_FILE} line ${index + 1}: skip-unchanged is yes or no, not ${JSON.stringify(value)}`);
       }
       config.skipUnchanged = value === 'yes';
+    } else if (key === 'carry') {
+      const setting = parseCarrySetting(value);
+      if (setting === undefined) throw new BootenvError('PARSE', `${CONFIG_FILE} line ${index + 1}: carry is all, data or none, not ${JSON.stringify(value)}`);
+      config.carry = setting;
+    } else if (key === 'carry-exclude') {
+      for (const excluded of value.split(/\s+/).filter(Boolean)) {
+        if (!excluded.startsWith('/') || excluded === '/' || excluded.split('/').some((part) => part === '..' || part === '.')) {
+          throw new BootenvError('PARSE', `${CONFIG_FILE} line ${index + 1}: carry-exclude takes absolute paths (not / itself, no . or ..), not ${JSON.stringify(excluded)}`);
+        }
+        config.carryExclude.push(excluded.replace(/\/+$/, ''));
+      }
     } else {
       throw new BootenvError('PARSE', `${CONFIG_FILE} line ${index + 1}: unknown setting ${JSON.stringify(key)}`);
     }

@@ -2,10 +2,12 @@
  * Making and forgetting one BE, and the boot menu of all of them: the steps
  * that the operations (./library.ts) and the apt transaction
  * (./transaction.ts) share. A BE is made as a writable snapshot whose own
- * fstab mounts it as `/`, recorded in the state; it is forgotten in one way:
- * its state record goes, the menu follows if it had an entry, and its
- * subvolume is deleted last, so that a failure before that leaves everything
- * as it was once the scope aborts.
+ * fstab mounts it as `/`, recorded in the state, with the carry of its
+ * source's later changes prepared (./carry-records.ts); it is forgotten in
+ * one way: its state record goes, the menu follows if it had an entry, and
+ * its subvolume is deleted last (then the carry snapshots no record needs
+ * any more), so that a failure before that leaves everything as it was once
+ * the scope aborts.
  */
 import path from 'node:path';
 import { deleteSubvolume, filesystemUuid, listSubvolumes, snapshotSubvolume } from '../btrfs/commands.js';
@@ -18,6 +20,7 @@ import { listDirectory, makeDirectory, pathExists, readText, writeFileAtomic } f
 import { mountBtrfsTemporarily, NOSUID_NODEV } from '../sys/mount.js';
 import type { Scope } from '../sys/scope.js';
 import { INSTALLED_ROOT_MOUNTPOINT, rewriteFstabForBootEnvironment } from './fstab.js';
+import { markCarryPending, prepareCarry, sweepCarrySnapshots, type CarryChoice } from './carry-records.js';
 import { readOsRelease } from './os-release.js';
 import { bootEnvironmentSubvolumes, saveState, type Session } from './session.js';
 import { CONTAINER, type BootenvState } from './state.js';
@@ -39,15 +42,26 @@ export async function requireBootable(session: Session, name: string, subvolume:
 
 /**
  * Snapshots `source` to @bootenv/NAME, points the new BE's /etc/fstab at it,
- * and records it in `state` (in memory: the caller saves). The snapshot is
- * deleted again if `scope` aborts. Throws EXISTS.
+ * and records it in `state` (in memory: the caller saves), with the carry of
+ * `source`'s later changes that `carry` asks for: a new carry snapshots
+ * `source` read-only first (the carry's base) and the BE from that. The
+ * snapshots are deleted again if `scope` aborts. Throws EXISTS.
  */
-export async function makeBootEnvironment(scope: Scope, session: Session, state: BootenvState, name: string, source: Subvolume, description: string): Promise<Subvolume> {
+export async function makeBootEnvironment(
+  scope: Scope,
+  session: Session,
+  state: BootenvState,
+  name: string,
+  source: Subvolume,
+  description: string,
+  carry: CarryChoice = { mode: 'none' },
+): Promise<Subvolume> {
   const target = path.join(session.top, CONTAINER, name);
   if (await pathExists(target)) {
     throw new BootenvError('EXISTS', `${CONTAINER}/${name} already exists`, { hint: 'choose another name' });
   }
-  await snapshotSubvolume(path.join(session.top, source.path), target);
+  const { snapshotFrom, record } = await prepareCarry(scope, session, source, carry);
+  await snapshotSubvolume(path.join(session.top, snapshotFrom.path), target);
   scope.onAbort(`delete half-made ${CONTAINER}/${name}`, () => deleteSubvolume(target));
   const fstab = path.join(target, 'etc/fstab');
   await writeFileAtomic(fstab, rewriteFstabForBootEnvironment(await readText(fstab), `${CONTAINER}/${name}`, state.installedRoot));
@@ -55,7 +69,11 @@ export async function makeBootEnvironment(scope: Scope, session: Session, state:
   session.subvolumes = await listSubvolumes(session.top);
   const created = session.subvolumes.find((subvolume) => subvolume.path === `${CONTAINER}/${name}`);
   if (created === undefined) throw new BootenvError('INTERNAL', `snapshot ${CONTAINER}/${name} is not listed by btrfs`);
-  state.environments[created.uuid] = { originUuid: source.uuid, created: new Date().toISOString(), description };
+  if (record !== undefined) {
+    await markCarryPending(session, created.uuid, record.id);
+    scope.onAbort(`unmark the carry of ${CONTAINER}/${name}`, () => markCarryPending(session, created.uuid, undefined));
+  }
+  state.environments[created.uuid] = { originUuid: source.uuid, created: new Date().toISOString(), description, ...(record === undefined ? {} : { carry: record }) };
   return created;
 }
 
@@ -82,6 +100,8 @@ export async function forgetBootEnvironment(
   }
   const target = path.join(session.top, environment.subvolume);
   if (await pathExists(target)) await deleteSubvolume(target);
+  session.subvolumes = session.subvolumes.filter((subvolume) => subvolume.path !== environment.subvolume);
+  await sweepCarrySnapshots(session);
 }
 
 /**

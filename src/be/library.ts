@@ -32,14 +32,16 @@ import {
 } from '../sys/fs.js';
 import { mountBtrfs, NOSUID_NODEV, RUNTIME_DIRECTORY, unmount } from '../sys/mount.js';
 import { withScope } from '../sys/scope.js';
+import { carriesFrom, carryOfBoot, setCarry, type BootCarry } from './carry.js';
+import type { CarrySetting } from './config.js';
 import { bootFilesOf, forgetBootEnvironment, makeBootEnvironment, refreshBootMenu, requireBootable } from './environments.js';
 import { rewriteFstabForBootEnvironment } from './fstab.js';
 import { assertValidName, sanitizeName } from './names.js';
 import { readOsRelease } from './os-release.js';
 import { bootEnvironmentSubvolumes, findBootEnvironment, installedRootPath, requireRoot, requireState, saveState, type Options, type Session } from './session.js';
-import { CONTAINER, STATE_FILE, newState, type BootenvState } from './state.js';
+import { CONTAINER, STATE_FILE, newState, type BootenvState, type CarryMode, type CarrySummary } from './state.js';
 import { probeSystem, type SystemProbe } from './system.js';
-import { clearPending, openSession, readPending } from './transaction.js';
+import { clearPending, loadConfig, openSession, readPending } from './transaction.js';
 
 export type { Options } from './session.js';
 
@@ -64,6 +66,10 @@ export interface BootEnvironment {
   kernel: string | null;
   /** Whether a boot of it ever reached multi-user.target (recorded by `beadm boot-complete --good`). */
   bootedSuccessfully: boolean;
+  /** The carry of its origin's changes pending until it boots (beadm carry --dry-run NAME counts them), or null. */
+  carry: { origin: string | null; mode: CarryMode; since: string } | null;
+  /** What the last carry into it did, or null. */
+  lastCarry: CarrySummary | null;
 }
 
 /** For the CLI's signal handler: stop the running operation at its next step and unwind. */
@@ -125,6 +131,11 @@ async function describe(session: Session, state: BootenvState | undefined): Prom
           : (nameByUuid.get(originUuid) ?? (originUuid === installedRootUuid ? '(installed root)' : null)),
       kernel: (await bootFilesOf(session, subvolume.path))?.version ?? null,
       bootedSuccessfully: record?.lastGoodBoot !== undefined,
+      carry:
+        record?.carry === undefined
+          ? null
+          : { origin: nameByUuid.get(record.carry.originUuid) ?? (record.carry.originUuid === installedRootUuid ? '(installed root)' : null), mode: record.carry.mode, since: record.carry.since },
+      lastCarry: record?.lastCarry ?? null,
     });
   }
   return result;
@@ -192,7 +203,7 @@ export async function initialize(options: InitOptions = {}): Promise<BootEnviron
     if (await makeDirectory(path.join(session.top, CONTAINER), 0o700)) {
       scope.onAbort(`remove ${CONTAINER}`, () => removeEmptyDirectory(path.join(session.top, CONTAINER)));
     }
-    const created = await makeBootEnvironment(scope, session, state, name, rootSubvolume, options.description ?? 'created by beadm init');
+    const created = await makeBootEnvironment(scope, session, state, name, rootSubvolume, options.description ?? 'created by beadm init', { mode: (await loadConfig()).carry });
     await requireBootable(session, name, created);
     state.defaultUuid = created.uuid;
     await saveState(scope, session, state);
@@ -220,9 +231,15 @@ export interface CreateOptions extends Options {
   source?: string;
   description?: string;
   activate?: boolean;
+  /** Whether and how the source's later changes are carried into it when it boots (default: bootenv.conf's carry). */
+  carry?: CarrySetting;
 }
 
-/** Creates BE `name` as a writable snapshot of its source; optionally activates it. */
+/**
+ * Creates BE `name` as a writable snapshot of its source, with the carry of
+ * the source's later changes (./carry.ts) unless `carry` or bootenv.conf say
+ * none; optionally activates it.
+ */
 export async function createBootEnvironment(options: CreateOptions): Promise<BootEnvironment> {
   assertValidName(options.name);
   if (options.source !== undefined) assertValidName(options.source);
@@ -230,7 +247,8 @@ export async function createBootEnvironment(options: CreateOptions): Promise<Boo
     const session = await openSession(scope, options);
     const state = requireState(session);
     const source = sourceFor(session, state, options.source);
-    const created = await makeBootEnvironment(scope, session, state, options.name, source, options.description ?? '');
+    const carry = { mode: options.carry ?? (await loadConfig()).carry };
+    const created = await makeBootEnvironment(scope, session, state, options.name, source, options.description ?? '', carry);
     if (options.activate) {
       await requireBootable(session, options.name, created);
       state.defaultUuid = created.uuid;
@@ -257,6 +275,8 @@ function sourceFor(session: Session, state: BootenvState, name: string | undefin
 export interface ActivateOptions extends Options {
   /** Boot it on the next boot only (GRUB next_entry). */
   temporary?: boolean;
+  /** For this BE's pending carry: its mode, or none to drop it. */
+  carry?: CarrySetting;
 }
 
 /**
@@ -271,6 +291,10 @@ export async function activateBootEnvironment(name: string, options: ActivateOpt
     const state = requireState(session);
     const subvolume = findBootEnvironment(session, name);
     await requireBootable(session, name, subvolume);
+    if (options.carry !== undefined) {
+      await setCarry(session, state, name, subvolume, options.carry);
+      await saveState(scope, session, state);
+    }
     if (options.temporary) {
       await scheduleOneShot(scope, installedRootPath(session, state), name);
     } else {
@@ -293,6 +317,8 @@ export interface BootCompletion {
   oneShotBooted: boolean | null;
   /** The running BE when this boot was recorded as good, or null. */
   markedGood: string | null;
+  /** Only when there is something to say: the carry into the running BE (reported once), or one that should have run at its boot and did not. */
+  carry?: BootCarry & { name: string };
 }
 
 export interface CompleteBootOptions extends Options {
@@ -329,7 +355,10 @@ export async function completeBoot(options: CompleteBootOptions = {}): Promise<B
       await forgetTriedOneShot(scope, installedRootPath(session, state));
       cleared ??= tried;
     }
+    const carry = booted === undefined ? undefined : carryOfBoot(session, state, booted.subvolume);
+    if (carry?.unreported === true) await saveState(scope, session, state);
     const result: BootCompletion = { cleared, oneShotBooted: cleared === null ? null : cleared === booted?.name, markedGood: null };
+    if (booted !== undefined && carry !== undefined && (carry.carried !== null || carry.missed !== null)) result.carry = { name: booted.name, carried: carry.carried, missed: carry.missed };
     const record = booted === undefined ? undefined : state.environments[booted.subvolume.uuid];
     if (!options.good || booted === undefined || record === undefined) return result;
     record.lastGoodBoot = { bootId: (await readText(BOOT_ID_FILE)).trim(), at: new Date().toISOString() };
@@ -363,6 +392,12 @@ export async function destroyBootEnvironment(name: string, options: DestroyOptio
     }
     if ((await readOneShot(installedRootPath(session, state))).pending === name) {
       throw new BootenvError('BUSY', `${name} is activated for the next boot (one-shot)`, { hint: 'activate another BE first' });
+    }
+    const carrying = carriesFrom(session, state, subvolume);
+    if (carrying.length > 0) {
+      throw new BootenvError('BUSY', `${carrying.join(', ')} ${carrying.length === 1 ? 'is' : 'are'} to carry what changed in ${name} since ${carrying.length === 1 ? 'it was' : 'they were'} made: destroying ${name} would lose it`, {
+        hint: `boot ${carrying[0]} first (or run beadm carry ${carrying[0]}), or drop that carry: beadm activate --carry none ${carrying[0]}`,
+      });
     }
     const mounts = extraMounts(session.probe, session.probe.mounts, subvolume.path);
     if (mounts.length > 0 && !options.force) {

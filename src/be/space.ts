@@ -99,7 +99,14 @@ export interface SpaceAudit {
   sharedWithOriginBytes: number | null;
   /** Bytes of dpkg-installed files identical to the origin's that do not share its extents (beadm dedupe would); null without origin. */
   identicalUnsharedBytes: number | null;
-  /** What destroying the BE would free: exclusiveBytes. */
+  /**
+   * Exclusive bytes of the snapshots its pending carry keeps (the origin as
+   * of the BE's making, under @bootenv/.carry: the old versions of what the
+   * origin changed since); null when no carry is pending. Destroying the BE,
+   * or its first boot, frees them.
+   */
+  carrySnapshotBytes: number | null;
+  /** What destroying the BE would free: exclusiveBytes, and carrySnapshotBytes. */
   freedByDestroyBytes: number;
   /** The quota groups' numbers when quotas are on; `agrees`: both within 1 % of the counted ones. */
   quota: { referencedBytes: number; exclusiveBytes: number; agrees: boolean } | null;
@@ -192,13 +199,17 @@ export async function auditBootEnvironments(names: readonly string[], options: A
             'quota groups are out of date after some operations: run btrfs quota rescan -w and audit again',
         );
       }
+      const carry = state.environments[subvolume.uuid]?.carry;
+      const carrySnapshots = carry === undefined ? [] : session.subvolumes.filter((candidate) => candidate.uuid === carry.baseUuid || candidate.uuid === carry.newBaseUuid);
+      const carrySnapshotBytes = carry === undefined ? null : carrySnapshots.reduce((sum, snapshot) => sum + measureSubvolumeSpace(treeOf(snapshot), counts, geometry.nodeSize, null).exclusiveBytes, 0);
       audits.push({
         name,
         subvolume: subvolume.path,
         origin: origin === undefined ? null : nameOf(session, state, origin),
         ...space,
         identicalUnsharedBytes: identical,
-        freedByDestroyBytes: space.exclusiveBytes,
+        carrySnapshotBytes,
+        freedByDestroyBytes: space.exclusiveBytes + (carrySnapshotBytes ?? 0),
         quota,
       });
     }

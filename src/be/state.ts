@@ -3,8 +3,10 @@
  * `@bootenv/.bootenv.json`, beside the BE subvolumes. It records which
  * subvolume is the installed root (GRUB's home), which BE boots by default,
  * and per BE (keyed by subvolume UUID, so a rename needs no update) its
- * origin, creation time, description and last good boot. Written atomically under the global
- * lock. Parse and serialize are pure and strict.
+ * origin, creation time, description, last good boot, and the carry of its
+ * origin's later changes that is pending for it (be/carry-records.ts).
+ * Written atomically under the global lock. Parse and serialize are pure
+ * and strict.
  */
 import { BootenvError } from '../errors.js';
 
@@ -22,6 +24,63 @@ export interface BootEnvironmentRecord {
   transaction?: TransactionSummary;
   /** The last boot of this BE that reached multi-user.target (`beadm boot-complete --good`); absent if none did. */
   lastGoodBoot?: GoodBoot;
+  /** The carry of its origin's changes since it was made, pending until the BE boots; absent when there is none. */
+  carry?: CarryRecord;
+  /** What the last carry into it did. */
+  lastCarry?: CarrySummary;
+}
+
+/** What a carry carries: in `all`, everything the rules allow; in `data`, everything but /etc. */
+export type CarryMode = 'all' | 'data';
+
+export interface CarryRecord {
+  /** Its directory of snapshots: @bootenv/.carry/ID. */
+  id: string;
+  /** The BE (or installed root) whose changes are carried. */
+  originUuid: string;
+  mode: CarryMode;
+  /** Read-only snapshot of the origin as of the BE's making, or of the last carry into it. */
+  baseUuid: string;
+  /** Read-only snapshot of the BE right after the last carry into it; null before the first (it was made from the base). */
+  newBaseUuid: string | null;
+  /** What the BE changed by itself up to the last carry: a file in the carry's directory, or null before the first. */
+  touchedFile: string | null;
+  /** When the base was taken (ISO 8601). */
+  since: string;
+  /** Set between a carry's saving of its result and the bookkeeping after the swap (see be/carry-records.ts). */
+  exchange?: CarryExchange;
+}
+
+export interface CarryExchange {
+  /** The carried snapshot that replaces the BE, and the BE's path it goes to. */
+  workUuid: string;
+  subvolume: string;
+  /** The BE boots now: the carry is complete, nothing stays pending. */
+  final: boolean;
+  /** What becomes base and new base (and touched file) when the carry is not final. */
+  originSnapshotUuid: string;
+  newBaseSnapshotUuid: string | null;
+  touchedFile: string | null;
+  summary: CarrySummary;
+}
+
+export interface CarrySummary {
+  /** ISO 8601. */
+  at: string;
+  /** Name of the origin BE ("(installed root)" for it). */
+  origin: string;
+  final: boolean;
+  changes: { created: number; modified: number; removed: number };
+  carriedBytes: number;
+  /** Paths both BEs changed (at most CONFLICTS_KEPT of them; `conflictCount` counts all). */
+  conflicts: Array<{ path: string; kind: string; savedAs: string | null }>;
+  conflictCount: number;
+  accountClashes: Array<{ file: string; name: string; reason: string }>;
+  /** Operations that failed: those changes were not carried and are still in the origin. */
+  failed: Array<{ path: string; message: string }>;
+  warnings: string[];
+  /** Whether a booted system has reported it (beadm boot-complete, into the journal). */
+  reported: boolean;
 }
 
 export interface GoodBoot {
@@ -72,10 +131,20 @@ export function parseState(text: string): BootenvState {
   }
   for (const [uuid, record] of Object.entries(state.environments)) {
     const good = record?.lastGoodBoot;
+    const carry = record?.carry;
     if (
       typeof record?.created !== 'string' ||
       typeof record.description !== 'string' ||
-      (good !== undefined && (typeof good?.bootId !== 'string' || typeof good.at !== 'string'))
+      (good !== undefined && (typeof good?.bootId !== 'string' || typeof good.at !== 'string')) ||
+      (carry !== undefined &&
+        (typeof carry?.id !== 'string' ||
+          !/^[0-9a-f-]{36}$/.test(carry.id) ||
+          typeof carry.originUuid !== 'string' ||
+          typeof carry.baseUuid !== 'string' ||
+          (carry.mode !== 'all' && carry.mode !== 'data') ||
+          !(carry.newBaseUuid === null || typeof carry.newBaseUuid === 'string') ||
+          !(carry.touchedFile === null || typeof carry.touchedFile === 'string') ||
+          (carry.exchange !== undefined && (typeof carry.exchange?.workUuid !== 'string' || typeof carry.exchange.subvolume !== 'string' || typeof carry.exchange.final !== 'boolean'))))
     ) {
       throw new BootenvError('PARSE', `${CONTAINER}/${STATE_FILE}: bad record for ${uuid}`);
     }

@@ -24,7 +24,8 @@
  *            debconf preconfigures) saves pre-images of those files;
  *   enter    (every state-changing dpkg call, via the wrapper at /usr/bin/dpkg) makes
  *            the snapshot at the first one — of the pending BE if this boot has
- *            one, else of the running BE — puts the pre-imaged files back, and
+ *            one (taking over its carry), else of the running BE (through the
+ *            carry's base, ./carry-records.ts) — puts the pre-imaged files back, and
  *            mounts the BE with /proc, /sys, /dev, a fresh /run, the host's /tmp,
  *            apt's archives and the directories of the .debs, plus a
  *            policy-rc.d that forbids starting services; later calls reuse it;
@@ -77,7 +78,8 @@ import {
 import { bindMount, detachMount, mountBtrfs, mountChrootFilesystems, NOSUID_NODEV, RUNTIME_DIRECTORY, unmount } from '../sys/mount.js';
 import { lockedFiles, processCommandLine, processInfo, stopProcessesRootedIn } from '../sys/process.js';
 import { withScope, type Scope } from '../sys/scope.js';
-import { CONFIG_FILE, DEFAULT_CONFIG, nameFromTemplate, parseConfig, type BootenvConfig } from './config.js';
+import { CONFIG_FILE, DEFAULT_CONFIG, nameFromTemplate, parseCarrySetting, parseConfig, type BootenvConfig, type CarrySetting } from './config.js';
+import { recoverInterruptedCarries } from './carry-records.js';
 import { forgetBootEnvironment, makeBootEnvironment, refreshBootMenu } from './environments.js';
 import { assertValidName } from './names.js';
 import { beginSession, bootEnvironmentSubvolumes, requireState, saveState, type Options, type Session } from './session.js';
@@ -197,6 +199,7 @@ type DuringTransaction = 'refuse' | 'allow';
 export async function openSession(scope: Scope, options: Options, during: DuringTransaction = 'refuse'): Promise<Session> {
   const session = await beginSession(scope, options);
   await withScope((recovery) => recoverInterruptedTransactions(recovery, session));
+  await withScope((recovery) => recoverInterruptedCarries(recovery, session));
   const live = await readTransaction();
   if (during === 'refuse' && live !== undefined) {
     throw new BootenvError('BUSY', `${frontEndName(live.frontEnd)} (pid ${live.frontEnd.pid}) is installing into a new boot environment`, {
@@ -209,7 +212,8 @@ export async function openSession(scope: Scope, options: Options, during: During
 // ---------------------------------------------------------------------------
 // The forward path.
 
-async function loadConfig(): Promise<BootenvConfig> {
+/** /etc/bootenv/bootenv.conf, or the defaults when there is none. Throws PARSE. */
+export async function loadConfig(): Promise<BootenvConfig> {
   const text = await readTextIfExists(CONFIG_FILE);
   return text === undefined ? DEFAULT_CONFIG : parseConfig(text);
 }
@@ -372,7 +376,9 @@ async function openBootEnvironment(
   const subvolume = `${CONTAINER}/${name}`;
 
   const description = [frontEndName(record.frontEnd), ...commandArguments(record.frontEnd.command)].join(' ').slice(0, 200);
-  const created = await makeBootEnvironment(scope, session, state, name, base.subvolume, description);
+  // The carry base is the running BE as of this boot's first apt run: a stacked run's BE takes over the pending BE's carry.
+  const carry = pending !== undefined ? { inherit: state.environments[pending.uuid]?.carry } : { mode: carrySettingOf(config) };
+  const created = await makeBootEnvironment(scope, session, state, name, base.subvolume, description, carry);
   const entry = state.environments[created.uuid] as NonNullable<BootenvState['environments'][string]>;
   entry.transaction = { open: true, subvolume, command: record.frontEnd.command, packages: record.actions, finished: null };
   await saveState(scope, session, state);
@@ -395,6 +401,15 @@ async function openBootEnvironment(
     record.policyRcdSaved = true;
   }
   await writeFileAtomic(policy, '#!/bin/sh\n# bootenv: no service starts inside a boot environment being made.\nexit 101\n', 0o755);
+}
+
+/** bootenv.conf's carry, unless this apt run says otherwise (BOOTENV_CARRY=all|data|none). Throws PARSE on another value. */
+function carrySettingOf(config: BootenvConfig): CarrySetting {
+  const override = process.env.BOOTENV_CARRY;
+  if (override === undefined || override === '') return config.carry;
+  const setting = parseCarrySetting(override);
+  if (setting === undefined) throw new BootenvError('PARSE', `BOOTENV_CARRY is all, data or none, not ${JSON.stringify(override)}`);
+  return setting;
 }
 
 /** Makes the directories of the .debs dpkg will read visible at the same paths inside the BE. */

@@ -3,11 +3,13 @@
  * function says what it changes on disk; all need root.
  */
 import { BootenvError } from '../errors.js';
-import { run, runLines } from '../sys/exec.js';
+import { run, runChunks, runLines } from '../sys/exec.js';
 import { listDirectory, readText } from '../sys/fs.js';
 import { throwIfInterrupted } from '../sys/scope.js';
 import { parseSubvolumeTreeIds, TreeDumpParser, type TreeReferences } from './dump-tree.js';
 import { parseFilesystemUuid, parseQgroupShow, parseSubvolumeList, type QgroupUsage, type Subvolume } from './parse.js';
+import { ChangeTracker, type SubvolumeDelta } from './send-changes.js';
+import { SendStreamParser } from './send-stream.js';
 
 /** Every subvolume of the filesystem mounted at `topLevel` (read-only). */
 export async function listSubvolumes(topLevel: string): Promise<Subvolume[]> {
@@ -15,15 +17,53 @@ export async function listSubvolumes(topLevel: string): Promise<Subvolume[]> {
   return parseSubvolumeList(stdout);
 }
 
-/** Creates a writable snapshot of subvolume `source` at `target` (which must not exist). */
-export async function snapshotSubvolume(source: string, target: string): Promise<void> {
+/** Creates a snapshot of subvolume `source` at `target` (which must not exist): writable, or read-only. */
+export async function snapshotSubvolume(source: string, target: string, access: 'writable' | 'read-only' = 'writable'): Promise<void> {
   throwIfInterrupted();
-  await run(['btrfs', 'subvolume', 'snapshot', source, target]);
+  await run(['btrfs', 'subvolume', 'snapshot', ...(access === 'read-only' ? ['-r'] : []), source, target]);
 }
 
-/** Deletes the subvolume at `path` and waits for the deletion to be committed. */
-export async function deleteSubvolume(path: string): Promise<void> {
-  await run(['btrfs', 'subvolume', 'delete', '--commit-after', path]);
+/**
+ * What changed in read-only subvolume `current` since read-only subvolume
+ * `parent`: `btrfs send --no-data -p PARENT CURRENT` (metadata only, no file
+ * data read), decoded and replayed (send-stream.ts, send-changes.ts). Reads
+ * only; needs root. Throws COMMAND_FAILED, PARSE.
+ */
+export async function subvolumeChanges(parent: string, current: string): Promise<SubvolumeDelta> {
+  const parser = new SendStreamParser();
+  const tracker = new ChangeTracker();
+  await runChunks(['btrfs', 'send', '--no-data', '-q', '-p', parent, current], (chunk) => {
+    for (const command of parser.push(chunk)) tracker.command(command);
+  });
+  parser.end();
+  return tracker.finish();
+}
+
+/**
+ * Every path (relative to `subvolumeRoot`, as byte strings) of inode `inode`
+ * of the subvolume mounted or reachable at `subvolumeRoot` (btrfs
+ * inspect-internal inode-resolve: a hard-linked file's names). Reads only;
+ * needs root. Throws COMMAND_FAILED, PARSE on a line outside the subvolume.
+ */
+export async function inodePaths(inode: bigint, subvolumeRoot: string): Promise<string[]> {
+  const { stdout } = await run(['btrfs', 'inspect-internal', 'inode-resolve', String(inode), subvolumeRoot]);
+  const prefix = `${subvolumeRoot}/`;
+  return stdout
+    .split('\n')
+    .filter((line) => line !== '')
+    .map((line) => {
+      if (!line.startsWith(prefix)) throw new BootenvError('PARSE', `unexpected line from btrfs inspect-internal inode-resolve: ${JSON.stringify(line)}`);
+      return Buffer.from(line.slice(prefix.length), 'utf8').toString('latin1');
+    });
+}
+
+/**
+ * Deletes the subvolume at `path` and, unless `commit` is false (garbage that
+ * a lost deletion only leaves for the next sweep), waits for the deletion to
+ * be committed.
+ */
+export async function deleteSubvolume(path: string, commit = true): Promise<void> {
+  await run(['btrfs', 'subvolume', 'delete', ...(commit ? ['--commit-after'] : []), path]);
 }
 
 /** Per-subvolume usage from quota groups; null when quotas are not enabled (read-only). */

@@ -76,6 +76,17 @@ export function mountsOfSubvolume(mounts: readonly MountInfo[], device: string, 
   return mounts.filter((mount) => mount.device === device && mount.fsType === 'btrfs' && subvolumePathOf(mount) === subvolumePath);
 }
 
+/** Ids of the subvolumes of the filesystem `device` that some mount shows (btrfs puts subvolid= in each mount's options). */
+export function mountedSubvolumeIds(mounts: readonly MountInfo[], device: string): Set<number> {
+  const ids = new Set<number>();
+  for (const mount of mounts) {
+    if (mount.device !== device || mount.fsType !== 'btrfs') continue;
+    const match = /(?:^|,)subvolid=(\d+)(?:,|$)/.exec(mount.superOptions);
+    if (match !== null) ids.add(Number(match[1]));
+  }
+  return ids;
+}
+
 function unescapeOctal(value: string): string {
   return value.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8)));
 }

@@ -5,7 +5,7 @@
  * status (see EXIT_CODES); it never exits mid-flight — on a signal it lets
  * the running operation unwind through its cleanup first.
  */
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 import {
   activateBootEnvironment,
   checkSystem,
@@ -21,10 +21,12 @@ import {
   type BootEnvironment,
   type Options,
 } from '../be/library.js';
+import { carryBootEnvironment } from '../be/carry.js';
+import { parseCarrySetting, type CarrySetting } from '../be/config.js';
 import { enterTransaction, finishTransaction, prepareTransaction, recordDpkgFailure, type TransactionOutcome } from '../be/transaction.js';
 import { BootenvError, EXIT_CODES, asBootenvError } from '../errors.js';
 import { auditBootEnvironments, dedupeBootEnvironment, type AuditProgress } from '../be/space.js';
-import { clearProgress, progressFrameDue, renderAudit, renderError, renderErrorJson, renderJson, renderList, renderListScripted, renderProgress, renderSkipUnchanged } from './render.js';
+import { clearProgress, progressFrameDue, renderAudit, renderBootCarry, renderCarry, renderError, renderErrorJson, renderJson, renderList, renderListScripted, renderProgress, renderSkipUnchanged } from './render.js';
 
 declare const BOOTENV_VERSION: string;
 
@@ -81,6 +83,12 @@ function aptPid(value: string): number {
 function libraryOptions(onNotice: (sentence: string) => void): Options {
   const wait = process.env.BOOTENV_LOCK_TIMEOUT;
   return { onNotice, ...(wait !== undefined && /^\d+$/.test(wait) ? { lockWaitSeconds: Number(wait) } : {}) };
+}
+
+function carrySetting(value: string): CarrySetting {
+  const setting = parseCarrySetting(value);
+  if (setting === undefined) throw new BootenvError('USAGE', `--carry is all, data or none, not ${JSON.stringify(value)}`);
+  return setting;
 }
 
 function environmentReply(environment: BootEnvironment, sentence: string): Reply {
@@ -147,8 +155,10 @@ function buildProgram(
     .option('-e, --source <source>', 'BE to clone instead of the running one')
     .option('-a, --activate', 'activate the new BE for the next boot')
     .option('-d, --description <text>', 'description')
-    .action(async (name: string, commandOptions: { source?: string; activate?: boolean; description?: string }) => {
-      const environment = await createBootEnvironment({ ...options, ...commandOptions, name });
+    .option('--carry <mode>', "carry the source's later changes into it when it boots: all, data (not /etc) or none (default: bootenv.conf)")
+    .action(async (name: string, commandOptions: { source?: string; activate?: boolean; description?: string; carry?: string }) => {
+      const { carry, ...rest } = commandOptions;
+      const environment = await createBootEnvironment({ ...options, ...rest, name, ...(carry === undefined ? {} : { carry: carrySetting(carry) }) });
       setReply(environmentReply(environment, `Created boot environment ${name} (${environment.subvolume})${commandOptions.activate ? '; it boots by default from the next boot on' : ''}.`));
     });
 
@@ -167,8 +177,10 @@ function buildProgram(
     .description('boot NAME from the next boot on (or, with -t, on the next boot only)')
     .argument('<name>', 'BE to activate')
     .option('-t, --temporary', 'next boot only (one-shot)')
-    .action(async (name: string, commandOptions: { temporary?: boolean }) => {
-      const environment = await activateBootEnvironment(name, { ...options, ...commandOptions });
+    .option('--carry <mode>', "for its pending carry: all, data (not /etc), or none to drop it")
+    .action(async (name: string, commandOptions: { temporary?: boolean; carry?: string }) => {
+      const { carry, ...rest } = commandOptions;
+      const environment = await activateBootEnvironment(name, { ...options, ...rest, ...(carry === undefined ? {} : { carry: carrySetting(carry) }) });
       setReply(environmentReply(environment, commandOptions.temporary ? `Boot environment ${name} boots once, on the next boot.` : `Boot environment ${name} boots by default from the next boot on.`));
     });
 
@@ -229,8 +241,20 @@ function buildProgram(
                 : `The one-shot boot environment ${result.cleared} did not come up; cleared its activation.\n`,
             ]),
         ...(result.markedGood === null ? [] : [`Recorded this boot of ${result.markedGood} as good.\n`]),
+        ...(result.carry === undefined ? [] : [renderBootCarry(result.carry.name, result.carry.carried, result.carry.missed)]),
       ].join('');
       setReply({ data: result, text });
+    });
+
+  program
+    .command('carry')
+    .description("carry into NAME what its origin changed since NAME was made (done by the initramfs at NAME's first boot)")
+    .argument('<name>', 'BE to carry into (not the running one)')
+    .option('--dry-run', 'list what would be carried and the conflicts, change nothing')
+    .addOption(new Option('--boot', "the initramfs's: NAME is mounted as / and not yet in use; the carry completes").hideHelp())
+    .action(async (name: string, commandOptions: { dryRun?: boolean; boot?: boolean }) => {
+      const report = await carryBootEnvironment(name, { ...options, ...commandOptions });
+      setReply({ data: report, text: renderCarry(report), ...(report.failed.length > 0 ? { exitStatus: EXIT_CODES.COMMAND_FAILED } : {}) });
     });
 
   program

@@ -3,7 +3,9 @@
  * (aligned), for scripts (`-H`: no header, tab-separated, raw numbers) or one
  * JSON document (`--json`). Pure: returns strings, prints nothing.
  */
+import type { CarryReport } from '../be/carry.js';
 import type { BootEnvironment } from '../be/library.js';
+import type { CarrySummary } from '../be/state.js';
 import type { SkipUnchangedReport } from '../be/skip-unchanged.js';
 import type { SpaceAudit } from '../be/space.js';
 import type { BootenvError } from '../errors.js';
@@ -94,12 +96,17 @@ export function renderSkipUnchanged(report: SkipUnchangedReport | { error: strin
 const AUDIT_COLUMNS = ['BE', 'Origin', 'Referenced', 'Exclusive', 'Shared-origin', 'Identical-unshared', 'Freed-by-destroy'] as const;
 
 /**
- * `beadm audit`: aligned columns; with quotas on, the quota groups' numbers in
- * two more columns and whether they agree with the counted ones (within 1 %).
+ * `beadm audit`: aligned columns; when some BE has a carry pending, the
+ * exclusive bytes of its carry's snapshots before Freed-by-destroy; with quotas
+ * on, the quota groups' numbers in two more columns and whether they agree
+ * with the counted ones (within 1 %).
  */
 export function renderAudit(audits: readonly SpaceAudit[]): string {
   const quotas = audits.some((audit) => audit.quota !== null);
-  const header = [...AUDIT_COLUMNS, ...(quotas ? ['Quota-referenced', 'Quota-exclusive', 'Quota-agrees'] : [])];
+  const carries = audits.some((audit) => audit.carrySnapshotBytes !== null);
+  const columns: string[] = [...AUDIT_COLUMNS];
+  if (carries) columns.splice(columns.length - 1, 0, 'Carry-snapshots');
+  const header = [...columns, ...(quotas ? ['Quota-referenced', 'Quota-exclusive', 'Quota-agrees'] : [])];
   const rows = audits.map((audit) => [
     audit.name,
     audit.origin ?? '-',
@@ -107,6 +114,7 @@ export function renderAudit(audits: readonly SpaceAudit[]): string {
     formatBytes(audit.exclusiveBytes),
     formatBytes(audit.sharedWithOriginBytes),
     formatBytes(audit.identicalUnsharedBytes),
+    ...(carries ? [formatBytes(audit.carrySnapshotBytes)] : []),
     formatBytes(audit.freedByDestroyBytes),
     ...(quotas
       ? [formatBytes(audit.quota?.referencedBytes ?? null), formatBytes(audit.quota?.exclusiveBytes ?? null), audit.quota === null ? '-' : audit.quota.agrees ? 'yes' : 'NO']
@@ -143,4 +151,61 @@ export function progressFrameDue(last: { step: string; at: number } | undefined,
 
 export function clearProgress(columns: number): string {
   return `\r${' '.repeat(Math.max(columns - 1, 1))}\r`;
+}
+
+const CONFLICT_TEXT: Record<string, (into: string, origin: string, savedAs: string | null) => string> = {
+  'changed-both': (into, origin, savedAs) => `changed in both: ${into} keeps its version; ${origin}'s is saved as ${savedAs}`,
+  'removed-in-new': (into, origin, savedAs) => (savedAs === null ? `removed in ${into}, changed in ${origin}: not carried` : `removed in ${into}, changed in ${origin}: ${origin}'s is saved as ${savedAs}`),
+  'removed-in-origin': (into, origin) => `removed in ${origin}, changed in ${into}: ${into} keeps its version`,
+  'type-both': (into, origin, savedAs) => `a different kind of entry in each: ${into} keeps its own; ${origin}'s is saved as ${savedAs}`,
+  'metadata-both': (into) => `owner or mode changed in both: ${into} keeps its own`,
+  'directory-kept': (into, origin, savedAs) => `removed in ${origin}, but ${into} has entries in it: kept${savedAs === null ? '' : `; ${origin}'s entry is saved as ${savedAs}`}`,
+  'directory-recreated': (into, origin) => `removed in ${into}: made again to hold ${origin}'s changes`,
+  accounts: (into, origin, savedAs) => `entries clash (below): the merge keeps ${into}'s; ${origin}'s file is saved as ${savedAs}`,
+};
+
+/** The lines on a carry's conflicts, account clashes, failures and warnings (for a report and for a boot's summary). */
+function carryDetails(into: string, summary: Pick<CarrySummary, 'origin' | 'conflicts' | 'accountClashes' | 'failed' | 'warnings'>, prefix: string): string {
+  const origin = summary.origin;
+  return [
+    ...summary.conflicts.map(({ path, kind, savedAs }) => `${prefix}: conflict: ${path}: ${(CONFLICT_TEXT[kind] ?? CONFLICT_TEXT['changed-both'] as (a: string, b: string, c: string | null) => string)(into, origin, savedAs)}\n`),
+    ...summary.accountClashes.map(({ file, name, reason }) => `${prefix}: conflict: /etc/${file}: ${name}: ${reason}\n`),
+    ...summary.failed.map(({ path, message }) => `${prefix}: NOT CARRIED: ${path}: ${message} (it is still in ${origin})\n`),
+    ...summary.warnings.map((warning) => `${prefix}: warning: ${warning}\n`),
+  ].join('');
+}
+
+/** `beadm carry`: one line on what was (or would be) carried, then one per conflict, clash, failure and warning. */
+export function renderCarry(report: CarryReport, prefix = 'beadm'): string {
+  if (!report.pending) return `${prefix}: ${report.name} has no carry pending: nothing to carry.\n`;
+  const { created, modified, removed } = report.changes;
+  const verb = report.dryRun ? 'would carry' : 'carried';
+  const conflicts = report.conflicts.length + report.accounts.clashes.length;
+  const line =
+    `${prefix}: ${verb} into ${report.name} what ${report.origin} changed since ${report.since}${report.mode === 'data' ? ' outside /etc' : ''}: ` +
+    `${created} created, ${modified} changed, ${removed} removed (${formatBytes(report.carriedBytes)} of files, ${report.dryRun ? 'to be shared' : `shared; ${formatBytes(report.copiedBytes)} written`}); ` +
+    `${conflicts} conflict${conflicts === 1 ? '' : 's'}` +
+    (report.skipped.packageState + report.skipped.excluded > 0 ? `; ${report.skipped.packageState} changes of package state and ${report.skipped.excluded} excluded left out` : '') +
+    `${report.dryRun ? '' : ` (${report.seconds.toFixed(2)} s)`}.\n`;
+  const pending = !report.dryRun && !report.final ? `${prefix}: ${report.name} stays pending: what ${report.origin} changes from now on is carried when ${report.name} boots.\n` : '';
+  return line + carryDetails(report.name, { origin: report.origin ?? '', conflicts: report.conflicts, accountClashes: report.accounts.clashes, failed: report.failed, warnings: report.warnings }, prefix) + pending;
+}
+
+/** What `beadm boot-complete` says (into the journal) about the carry into the booted BE. */
+export function renderBootCarry(name: string, carried: CarrySummary | null, missed: { origin: string; since: string } | null): string {
+  let text = '';
+  if (carried !== null) {
+    const { created, modified, removed } = carried.changes;
+    const conflicts = carried.conflictCount + carried.accountClashes.length;
+    text += `Carried into ${name} what ${carried.origin} changed${carried.final ? ' until this boot' : ''}: ${created} created, ${modified} changed, ${removed} removed (${formatBytes(carried.carriedBytes)}); ${conflicts} conflict${conflicts === 1 ? '' : 's'}${carried.failed.length > 0 ? `; ${carried.failed.length} NOT CARRIED` : ''}.\n`;
+    text += carryDetails(name, carried, 'bootenv');
+    if (carried.conflictCount > carried.conflicts.length) text += `bootenv: … and ${carried.conflictCount - carried.conflicts.length} more conflicts (files saved as *.bootenv-origin).\n`;
+  }
+  if (missed !== null) {
+    text +=
+      `WARNING: ${name} booted with a carry pending from ${missed.origin}: what ${missed.origin} changed since ${missed.since} was NOT carried into it ` +
+      `(its initramfs did not run the carry, or the carry failed: see this boot's log); it is still in ${missed.origin}. ` +
+      `To carry it: boot ${missed.origin} and run beadm carry ${name}; then boot ${name} again.\n`;
+  }
+  return text;
 }

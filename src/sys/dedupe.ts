@@ -7,15 +7,11 @@
  * are equal; the destination keeps inode, owner, mode, timestamps and xattrs
  * (file capabilities included). Never FICLONE: it drops capabilities.
  */
-import { accessSync, constants } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { BootenvError } from '../errors.js';
-import { run } from './exec.js';
+import { locateNativeHelper, run } from './exec.js';
 
 const DEDUPE_HELPER_NAME = 'bootenv-dedupe';
-/** Where the Debian package installs the helper, beside beadm.js. */
-const INSTALLED_HELPER = `/usr/lib/bootenv/${DEDUPE_HELPER_NAME}`;
 
 export interface DedupePair {
   /** The file whose extents are kept (in the origin BE). */
@@ -30,22 +26,6 @@ export type DedupeOutcome =
   /** Contents (or sizes) differ; `bytes` leading bytes were shared before the difference. */
   | { status: 'differs'; bytes: number }
   | { status: 'error'; bytes: number; errno: string; message: string };
-
-/** The helper beside the running bundle (dist/, /usr/lib/bootenv/), else the installed one. */
-function locateDedupeHelper(): string {
-  const candidates = [path.join(path.dirname(fileURLToPath(import.meta.url)), DEDUPE_HELPER_NAME), INSTALLED_HELPER];
-  for (const candidate of candidates) {
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // try the next one
-    }
-  }
-  throw new BootenvError('TOOL_MISSING', `${DEDUPE_HELPER_NAME} is not installed (looked for ${candidates.join(', ')})`, {
-    hint: 'reinstall bootenv',
-  });
-}
 
 const OUTCOME_LINE = /^(same|differs) (\d+)$|^error (\d+) (E[A-Z0-9]+|EUNKNOWN) (.+)$/;
 
@@ -72,7 +52,7 @@ export function parseDedupeOutput(output: string, pairCount: number): DedupeOutc
  * not an exception. Throws TOOL_MISSING without the helper, COMMAND_FAILED
  * or PARSE when the helper itself fails.
  */
-export async function dedupeFiles(pairs: readonly DedupePair[], helper: string = locateDedupeHelper()): Promise<DedupeOutcome[]> {
+export async function dedupeFiles(pairs: readonly DedupePair[], helper: string = locateNativeHelper(DEDUPE_HELPER_NAME)): Promise<DedupeOutcome[]> {
   if (pairs.length === 0) return [];
   for (const { source, destination } of pairs) {
     if (!path.isAbsolute(source) || !path.isAbsolute(destination) || source.includes('\0') || destination.includes('\0')) {
@@ -117,7 +97,7 @@ export function parseExtentsOutput(output: string, pathCount: number): Array<Fil
  * The extents of each file (FS_IOC_FIEMAP after syncing it), or why not.
  * Reads only; needs read access to the files. Throws as dedupeFiles.
  */
-export async function fileExtents(files: readonly string[], helper: string = locateDedupeHelper()): Promise<Array<FileExtent[] | { error: string }>> {
+export async function fileExtents(files: readonly string[], helper: string = locateNativeHelper(DEDUPE_HELPER_NAME)): Promise<Array<FileExtent[] | { error: string }>> {
   if (files.length === 0) return [];
   if (files.some((file) => !path.isAbsolute(file) || file.includes('\0'))) throw new BootenvError('INTERNAL', 'fileExtents needs absolute paths without NUL');
   const { stdout } = await run([helper, '--extents'], { input: files.map((file) => `${file}\0`).join('') });

@@ -5,7 +5,10 @@
  * caller lists it as expected; a missing program is TOOL_MISSING, not a crash.
  */
 import { accessSync, constants } from 'node:fs';
+import path from 'node:path';
 import type { Readable } from 'node:stream';
+import { StringDecoder } from 'node:string_decoder';
+import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { BootenvError } from '../errors.js';
 import { throwIfInterrupted } from './scope.js';
@@ -22,8 +25,8 @@ export interface CommandResult {
 export interface RunOptions {
   /** Exit codes other than 0 that are an answer, not a failure. */
   okExitCodes?: readonly number[];
-  /** Text written to the command's standard input. */
-  input?: string;
+  /** What is written to the command's standard input (text, or bytes). */
+  input?: string | Uint8Array;
   /** Extra environment variables, on top of the fixed ones. */
   env?: Record<string, string>;
   /** Give the command our stdin, stdout and stderr (interactive tools such as apt-get). */
@@ -98,45 +101,17 @@ export async function run(argv: readonly string[], options: RunOptions = {}): Pr
  * command and is rethrown.
  */
 export async function runLines(argv: readonly string[], onLine: (line: string) => void): Promise<{ stderr: string }> {
-  const [file, ...args] = argv;
-  if (file === undefined) throw new BootenvError('INTERNAL', 'runLines() called with an empty argv');
-  throwIfInterrupted();
-  const child = execa(file, args, { ...streamingOptions(1024 * 1024), stdin: 'ignore' });
-  const stdout = child.stdout;
-  if (stdout === null) throw new BootenvError('INTERNAL', `no pipe from ${file}`);
-  stdout.setEncoding('utf8');
   // Chunks split by hand: several times faster than a line iterator on outputs of a million lines.
+  const decoder = new StringDecoder('utf8');
   let partial = '';
-  let consumerError: { error: unknown } | undefined;
-  const consume = (line: string) => {
-    try {
-      onLine(line);
-    } catch (error) {
-      consumerError = { error };
-      throw error;
-    }
-  };
-  try {
-    for await (const chunk of stdout) {
-      const lines = (partial + (chunk as string)).split('\n');
-      partial = lines.pop() ?? '';
-      for (const line of lines) consume(line);
-    }
-    if (partial !== '') consume(partial);
-  } catch {
-    // Either onLine threw (rethrown below) or the program failed or could not start (its result below says which).
-  }
-  if (consumerError !== undefined) {
-    child.kill();
-    await child;
-    throw consumerError.error;
-  }
-  const result = await child;
-  const stderr = typeof result.stderr === 'string' ? result.stderr : '';
-  const failure = notRun(argv, result);
-  if (failure !== undefined) throw failure;
-  if (result.exitCode !== 0) throw exitFailure(argv, result, stderr.trim());
-  return { stderr };
+  const result = await runChunks(argv, (chunk) => {
+    const lines = (partial + decoder.write(chunk)).split('\n');
+    partial = lines.pop() ?? '';
+    for (const line of lines) onLine(line);
+  });
+  const rest = partial + decoder.end();
+  if (rest !== '') onLine(rest);
+  return result;
 }
 
 /** A program that data streams through (a decompressor), started by pipeThrough. */
@@ -197,4 +172,60 @@ export function haveProgram(program: string): boolean {
       return false;
     }
   });
+}
+
+/**
+ * One of bootenv's native helpers (src/native, built beside the bundle): the
+ * one beside the running bundle (dist/, /usr/lib/bootenv/), else the
+ * installed one. Throws TOOL_MISSING when neither is there.
+ */
+export function locateNativeHelper(name: string): string {
+  const candidates = [path.join(path.dirname(fileURLToPath(import.meta.url)), name), `/usr/lib/bootenv/${name}`];
+  for (const candidate of candidates) {
+    try {
+      accessSync(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // try the next one
+    }
+  }
+  throw new BootenvError('TOOL_MISSING', `${name} is not installed (looked for ${candidates.join(', ')})`, { hint: 'reinstall bootenv' });
+}
+
+/**
+ * Runs argv and hands its stdout to `onChunk` as it comes, as bytes (a
+ * binary stream such as `btrfs send`). Returns the command's stderr. Throws
+ * as run(); an exception from `onChunk` stops the command and is rethrown.
+ */
+export async function runChunks(argv: readonly string[], onChunk: (chunk: Buffer) => void): Promise<{ stderr: string }> {
+  const [file, ...args] = argv;
+  if (file === undefined) throw new BootenvError('INTERNAL', 'runChunks() called with an empty argv');
+  throwIfInterrupted();
+  const child = execa(file, args, { ...streamingOptions(1024 * 1024), stdin: 'ignore', encoding: 'buffer' });
+  const stdout = child.stdout;
+  if (stdout === null) throw new BootenvError('INTERNAL', `no pipe from ${file}`);
+  let consumerError: { error: unknown } | undefined;
+  try {
+    for await (const chunk of stdout) {
+      try {
+        onChunk(chunk as Buffer);
+      } catch (error) {
+        consumerError = { error };
+        break;
+      }
+    }
+  } catch {
+    // The program failed or could not start: its result below says which.
+  }
+  if (consumerError !== undefined) {
+    child.kill();
+    await child;
+    throw consumerError.error;
+  }
+  const result = await child;
+  const stderr = result.stderr instanceof Uint8Array ? Buffer.from(result.stderr).toString('utf8') : typeof result.stderr === 'string' ? result.stderr : '';
+  const failure = notRun(argv, result);
+  if (failure !== undefined) throw failure;
+  if (result.exitCode !== 0) throw exitFailure(argv, result, stderr.trim());
+  return { stderr };
 }

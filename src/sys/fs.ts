@@ -4,7 +4,7 @@
  * over the target, fsync the directory) so that a crash leaves the old or the
  * new content and never a torn file, or a single directory operation.
  */
-import { constants, lstatSync, promises as fs, type BigIntStats } from 'node:fs';
+import { constants, lstatSync, promises as fs, readdirSync, readFileSync, readlinkSync, type BigIntStats } from 'node:fs';
 import path from 'node:path';
 import { BootenvError } from '../errors.js';
 import { run } from './exec.js';
@@ -308,4 +308,35 @@ export async function appendFromOffset(source: string, offset: number, target: s
   if (data.length <= offset) return;
   await fs.mkdir(path.dirname(target), { recursive: true });
   await fs.appendFile(target, data.subarray(offset));
+}
+
+/*
+ * Byte paths: a carry handles file names as bytes (one character per byte,
+ * 'latin1'), since a Linux file name need not be UTF-8. These take such
+ * strings. Synchronous, as lstatIfExistsSync, for the thousands of calls of a
+ * carry's planning.
+ */
+const bytes = (file: string) => Buffer.from(file, 'latin1');
+
+/** lstat (nanosecond times) of a byte path; undefined when it does not exist. */
+export function lstatBytesSync(file: string): BigIntStats | undefined {
+  try {
+    // No exception for a missing entry: a carry asks about thousands of paths the new BE does not have.
+    return lstatSync(bytes(file), { bigint: true, throwIfNoEntry: false });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+    throw new BootenvError('INTERNAL', `cannot stat ${Buffer.from(file, 'latin1').toString()}: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+/** The names in a directory given as a byte path, as byte strings. */
+export function listDirectoryBytesSync(dir: string): string[] {
+  return readdirSync(bytes(dir), { encoding: 'buffer' }).map((name) => name.toString('latin1'));
+}
+
+/** A regular file's bytes, or a symlink's target, at a byte path. */
+export function readBytesSync(file: string): Buffer {
+  const stats = lstatSync(bytes(file));
+  return stats.isSymbolicLink() ? readlinkSync(bytes(file), { encoding: 'buffer' }) : readFileSync(bytes(file));
 }

@@ -100,3 +100,13 @@ function signal(pid: number, name: NodeJS.Signals): void {
     // already gone
   }
 }
+
+/**
+ * A named point of a multi-step change where the tests kill this process
+ * (SIGKILL, as a power cut would stop it) to show that the next run finishes
+ * or undoes what was half done: with BOOTENV_TEST_CRASH_AT=NAME in the
+ * environment, reaching NAME kills the process. Does nothing otherwise.
+ */
+export function crashPoint(name: string): void {
+  if (process.env.BOOTENV_TEST_CRASH_AT === name) process.kill(process.pid, 'SIGKILL');
+}

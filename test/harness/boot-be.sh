@@ -3,10 +3,14 @@
 # private mount namespace (unshare --mount --propagation private), so every
 # mount made here disappears with the namespace.
 #   boot-be.sh LOOPDEV FSUUID SUBVOLUME NEWROOT SETUP -- COMMAND...
-# Mounts SUBVOLUME as the new root, then the btrfs and bind lines of that
-# root's own /etc/fstab (as systemd would at boot), /proc, /sys, /dev, fresh
-# tmpfs /run and /tmp, runs SETUP (shell, with $NEWROOT), and execs COMMAND
-# chrooted there.
+# Mounts SUBVOLUME as the new root; then, as the initramfs's local-bottom
+# does, carries into it what its origin changed if a carry is pending (the
+# real bootenv-boot-carry, $BOOTENV_BOOT_CARRY, with ROOTFLAGS and readonly as
+# initramfs-tools exports them, a fresh /run and /proc as the initramfs has;
+# what it prints, the console's lines, goes to $BOOTENV_CONSOLE); then the
+# btrfs and bind lines of that root's own /etc/fstab (as systemd would at
+# boot), /proc, /sys, /dev, fresh tmpfs /run and /tmp, runs SETUP (shell,
+# with $NEWROOT), and execs COMMAND chrooted there.
 set -euo pipefail
 dev=$1 uuid=$2 subvol=$3 NEWROOT=$4 setup=$5
 shift 5
@@ -15,6 +19,12 @@ export NEWROOT
 
 if [ -n "$subvol" ]; then opts="subvol=/$subvol"; else opts="subvolid=5"; fi
 mount -t btrfs -o "$opts" "$dev" "$NEWROOT"
+
+if [ -n "$subvol" ] && [ -n "${BOOTENV_BOOT_CARRY:-}" ]; then
+  mount -t tmpfs -o mode=0755 tmpfs /run
+  mount -t proc proc /proc
+  ROOTFLAGS="-o subvol=$subvol" readonly=n "$BOOTENV_BOOT_CARRY" take "$NEWROOT" 2>>"${BOOTENV_CONSOLE:-/dev/null}" || true
+fi
 
 while read -r spec file type options _; do
   case "$spec" in '' | '#'*) continue ;; esac

@@ -11,12 +11,17 @@
  * This module imports no vitest: the demo (test/demo.ts, run by plain node)
  * uses it too. The vitest hooks around it are in use-sandbox.ts.
  */
-import { mkdtempSync, readFileSync, rmSync, rmdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, rmdirSync } from 'node:fs';
 import path from 'node:path';
 import { execa, type Result } from 'execa';
 import { REPOSITORY } from './base.js';
 
 export type Layout = 'ubuntu' | 'debian' | 'flat';
+
+/** Whether a subvolume path (as `btrfs subvolume list` prints it) is a BE's: directly under @bootenv/, not the carry's snapshots in @bootenv/.carry. */
+export function isBootEnvironmentPath(subvolume: string): boolean {
+  return /^@bootenv\/[^./][^/]*$/.test(subvolume);
+}
 
 /**
  * Installs bootenv's files into the root at `root` where the package puts
@@ -27,6 +32,8 @@ export async function installBootenv(root: string): Promise<void> {
   const files: Array<[string, string, string]> = [
     ['dist/beadm.js', 'usr/sbin/beadm', '0755'],
     ['dist/bootenv-dedupe', 'usr/lib/bootenv/bootenv-dedupe', '0755'],
+    ['dist/bootenv-carry', 'usr/lib/bootenv/bootenv-carry', '0755'],
+    ['dist/bootenv-boot-carry', 'usr/lib/bootenv/bootenv-boot-carry', '0755'],
     ['hooks/grub.d/09_bootenv', 'etc/grub.d/09_bootenv', '0755'],
     ['hooks/apt/apt-hook', 'usr/lib/bootenv/apt-hook', '0755'],
     ['hooks/apt/apt.conf', 'usr/lib/bootenv/apt.conf', '0644'],
@@ -48,6 +55,11 @@ export interface RunResult {
   exitCode: number;
   stdout: string;
   stderr: string;
+}
+
+export interface BootResult extends RunResult {
+  /** What the initramfs printed on the console (bootenv's carry, when one was pending). */
+  console: string;
 }
 
 export class Sandbox {
@@ -114,12 +126,15 @@ export class Sandbox {
   }
 
   /**
-   * Boots `subvolume` (mounted as /, then the btrfs and bind lines of its own
-   * fstab) in a private mount namespace and runs argv chrooted there.
-   * `setup` lines are extra shell run before chroot with $NEWROOT set.
+   * Boots `subvolume` (mounted as /; the carry the initramfs would run, when
+   * one is pending; then the btrfs and bind lines of its own fstab) in a
+   * private mount namespace and runs argv chrooted there. `setup` lines are
+   * extra shell run before chroot with $NEWROOT set; `env` reaches the carry
+   * too.
    */
-  async boot(subvolume: string, argv: readonly string[], options: { setup?: string; env?: Record<string, string>; input?: string } = {}): Promise<RunResult> {
+  async boot(subvolume: string, argv: readonly string[], options: { setup?: string; env?: Record<string, string>; input?: string } = {}): Promise<BootResult> {
     const newRoot = mkdtempSync(path.join(this.directory, 'boot.'));
+    const consoleLog = `${newRoot}.console`;
     try {
       const result: Result = await execa(
         'unshare',
@@ -130,13 +145,21 @@ export class Sandbox {
           reject: false,
           // A booted system starts with a clean environment, not the test runner's.
           extendEnv: false,
-          env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root', LC_ALL: 'C', ...options.env },
+          env: {
+            PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+            HOME: '/root',
+            LC_ALL: 'C',
+            BOOTENV_BOOT_CARRY: path.join(REPOSITORY, 'dist/bootenv-boot-carry'),
+            BOOTENV_CONSOLE: consoleLog,
+            ...options.env,
+          },
           ...(options.input === undefined ? { stdin: 'ignore' } : { input: options.input }) },
       );
-      return { exitCode: result.exitCode ?? -1, stdout: String(result.stdout), stderr: String(result.stderr) };
+      return { exitCode: result.exitCode ?? -1, stdout: String(result.stdout), stderr: String(result.stderr), console: existsSync(consoleLog) ? readFileSync(consoleLog, 'utf8') : '' };
     } finally {
       // The namespace's mounts are gone with it; rmdir (never rm -r) proves the directory is empty.
       rmdirSync(newRoot);
+      rmSync(consoleLog, { force: true });
     }
   }
 
@@ -156,9 +179,9 @@ export class Sandbox {
     });
   }
 
-  /** The BE subvolumes (`@bootenv/NAME`), as the host's `btrfs subvolume list` prints them. */
+  /** The BE subvolumes (`@bootenv/NAME`, not the carry's snapshots), as the host's `btrfs subvolume list` prints them. */
   async bootEnvironments(): Promise<string[]> {
-    return (await this.subvolumes()).filter((subvolume) => subvolume.startsWith('@bootenv/'));
+    return (await this.subvolumes()).filter(isBootEnvironmentPath);
   }
 
   /**

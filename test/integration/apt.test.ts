@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { EXIT_CODES } from '../../src/errors.js';
 import { diffManifests, takeManifest } from '../harness/manifest.js';
 import { installRepositoryInRoot } from '../harness/repo.js';
-import { Sandbox } from '../harness/sandbox.js';
+import { Sandbox, isBootEnvironmentPath } from '../harness/sandbox.js';
 import { WAIT_UNTIL } from '../harness/shell.js';
 
 /**
@@ -69,7 +69,7 @@ async function versionsIn(subvolume: string): Promise<Record<string, string>> {
 }
 
 async function bootEnvironments(): Promise<string[]> {
-  return (await sandbox.subvolumes()).filter((subvolume) => subvolume.startsWith('@bootenv/'));
+  return (await sandbox.subvolumes()).filter(isBootEnvironmentPath);
 }
 
 async function pendingOf(booted: string): Promise<{ name: string; subvolume: string; active: string }> {

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { installRepositoryInRoot } from '../harness/repo.js';
-import { Sandbox, type RunResult } from '../harness/sandbox.js';
+import { Sandbox, isBootEnvironmentPath, type RunResult } from '../harness/sandbox.js';
 
 const APT_ENV = { DEBIAN_FRONTEND: 'noninteractive' };
 const DIVERTED = /apt's changes are in boot environment (\S+) \((@bootenv\/\S+)\)/;
@@ -51,7 +51,7 @@ function expectCleanAptRun(result: RunResult): void {
 }
 
 async function bootEnvironments(sandbox: Sandbox): Promise<string[]> {
-  return (await sandbox.subvolumes()).filter((subvolume) => subvolume.startsWith('@bootenv/'));
+  return (await sandbox.subvolumes()).filter(isBootEnvironmentPath);
 }
 
 /** dpkg's abbreviated status and version of `name` in a subvolume, from the host. */

@@ -18,6 +18,8 @@ const FIXTURE_DEBS = [
   'bootenv-t-activator_1.0',
   'bootenv-t-app_1.0',
   'bootenv-t-app_1.1',
+  'bootenv-t-carry_1.0',
+  'bootenv-t-carry_1.1',
   'bootenv-t-changed_1.0',
   'bootenv-t-changed_1.1',
   'bootenv-t-conf_1.0',

@@ -32,7 +32,10 @@ describe('Debian installer layout (@rootfs, no @home)', () => {
     const init = await sandbox().beadm('@rootfs', ['init', '--name', 'first', '-d', 'adopted']);
     expect(init.stderr).toBe('');
     expect(init.exitCode).toBe(0);
-    expect(await sandbox().subvolumes()).toEqual(['@rootfs', '@bootenv/first']);
+    const subvolumes = await sandbox().subvolumes();
+    expect(subvolumes.filter((subvolume) => !subvolume.startsWith('@bootenv/.carry/'))).toEqual(['@rootfs', '@bootenv/first']);
+    // The carry's base: @rootfs as of init, for what it changes until the first boot of the BE.
+    expect(subvolumes.filter((subvolume) => subvolume.startsWith('@bootenv/.carry/'))).toEqual([expect.stringMatching(/^@bootenv\/\.carry\/[0-9a-f-]{36}\/base-[0-9a-f]{8}$/)]);
     const fstab = await sandbox().readFile('@bootenv/first/etc/fstab');
     expect(fstab).toMatch(/ \/ btrfs defaults,subvol=@bootenv\/first 0 1$/m);
     expect(fstab).toMatch(/ \/\.rootbe btrfs defaults,subvol=@rootfs 0 0$/m);

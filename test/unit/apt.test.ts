@@ -83,11 +83,13 @@ describe('bootenv.conf', () => {
     ['divert = never\n', { divert: 'never' }],
     ['  divert=auto   # comment\n', { divert: 'auto' }],
     ['name-template = upgrade-{date}-{time}\n', { nameTemplate: 'upgrade-{date}-{time}' }],
+    ['carry = data\n', { carry: 'data' }],
+    ['carry = none\ncarry-exclude = /srv/scratch /var/cache/big/\ncarry-exclude = /opt/tmp\n', { carry: 'none', carryExclude: ['/srv/scratch', '/var/cache/big', '/opt/tmp'] }],
   ])('%j', (text, expected) => {
     expect(parseConfig(text)).toEqual({ ...DEFAULT_CONFIG, ...expected });
   });
 
-  it.each([['divert = sometimes\n'], ['colour = blue\n'], ['divert\n'], ['name-template = fixed\n']])('rejects %j', (text) => {
+  it.each([['divert = sometimes\n'], ['colour = blue\n'], ['divert\n'], ['name-template = fixed\n'], ['carry = some\n'], ['carry-exclude = srv\n'], ['carry-exclude = /\n'], ['carry-exclude = /srv/../etc\n']])('rejects %j', (text) => {
     expect(() => parseConfig(text)).toThrow(BootenvError);
   });
 });

@@ -14,6 +14,7 @@ const AUDIT: SpaceAudit = {
   metadataExclusiveBytes: 7_389_184,
   sharedWithOriginBytes: 748_576_768,
   identicalUnsharedBytes: 0,
+  carrySnapshotBytes: null,
   freedByDestroyBytes: 7_790_592,
   quota: null,
 };
@@ -28,6 +29,16 @@ describe('renderAudit', () => {
         '',
       ].join('\n'),
     );
+  });
+
+  it('shows what the snapshots of a pending carry hold, when a BE has one', () => {
+    const text = renderAudit([{ ...AUDIT, carrySnapshotBytes: 1_048_576, freedByDestroyBytes: 8_839_168 }, { ...AUDIT, name: 'debian-12' }]);
+    expect(text.split('\n')).toEqual([
+      'BE         Origin  Referenced  Exclusive  Shared-origin  Identical-unshared  Carry-snapshots  Freed-by-destroy',
+      'upgraded   base    721M        7.4M       714M           0B                  1.0M             8.4M',
+      'debian-12  base    721M        7.4M       714M           0B                  -                7.4M',
+      '',
+    ]);
   });
 
   it('shows the quota groups beside the counted numbers and whether they agree', () => {

@@ -1,6 +1,6 @@
 // Unit tests for src/btrfs/mountinfo.ts: parsing /proc/self/mountinfo and finding subvolume mounts in it.
 import { describe, expect, it } from 'vitest';
-import { mountAt, mountsOfSubvolume, parseMountInfo, subvolumePathOf, type MountInfo } from '../../src/btrfs/mountinfo.js';
+import { mountAt, mountedSubvolumeIds, mountsOfSubvolume, parseMountInfo, subvolumePathOf, type MountInfo } from '../../src/btrfs/mountinfo.js';
 import { bootenvErrorFrom } from './helpers.js';
 
 const TOP_LEVEL = '44 27 0:40 / /var/tmp/cap.PbRh/top rw,relatime - btrfs /dev/loop0 rw,discard=async,space_cache=v2,subvolid=5,subvol=/';
@@ -171,5 +171,14 @@ describe('mountsOfSubvolume', () => {
     ['0:99', '@', []],
   ])('on device %s finds the btrfs mounts of %j', (device, subvolumePath, mountIds) => {
     expect(mountsOfSubvolume(mounts, device, subvolumePath).map((mount) => mount.mountId)).toEqual(mountIds);
+  });
+});
+
+describe('mountedSubvolumeIds', () => {
+  it('gives the subvolid= of every btrfs mount of that filesystem, and no other', () => {
+    const mounts = parseMountInfo([TOP_LEVEL, BE_B1, ROOT, '50 27 0:41 / /run rw - tmpfs tmpfs rw,mode=755'].join('\n'));
+    expect(mountedSubvolumeIds(mounts, '0:40')).toEqual(new Set([5, 258]));
+    expect(mountedSubvolumeIds(mounts, '0:27')).toEqual(new Set([256]));
+    expect(mountedSubvolumeIds(mounts, '0:41')).toEqual(new Set());
   });
 });

@@ -1,7 +1,8 @@
 // Unit tests for src/cli/render.ts: `beadm list` as aligned text and as -H tab-separated lines, and byte sizes.
 import { describe, expect, it } from 'vitest';
 import type { BootEnvironment } from '../../src/be/library.js';
-import { LIST_COLUMNS, formatBytes, renderList, renderListScripted } from '../../src/cli/render.js';
+import type { CarryReport } from '../../src/be/carry.js';
+import { LIST_COLUMNS, formatBytes, renderBootCarry, renderCarry, renderList, renderListScripted } from '../../src/cli/render.js';
 
 // Local time, so the expected "Created" text does not depend on the test machine's time zone.
 const CREATED = new Date(2024, 4, 1, 9, 5).toISOString();
@@ -21,6 +22,8 @@ function be(name: string, fields: Partial<BootEnvironment> = {}): BootEnvironmen
     origin: null,
     kernel: '6.1.0-9-amd64',
     bootedSuccessfully: true,
+    carry: null,
+    lastCarry: null,
     ...fields,
   };
 }
@@ -110,4 +113,56 @@ describe('renderList', () => {
       }
     },
   );
+});
+
+describe('renderCarry and renderBootCarry', () => {
+  const report: CarryReport = {
+    name: 'apt-1',
+    pending: true,
+    origin: 'debian-12',
+    mode: 'all',
+    since: '2026-12-01T10:00:00.000Z',
+    dryRun: false,
+    final: true,
+    changes: { created: 3, modified: 2, removed: 1 },
+    carriedBytes: 3 * 1024 * 1024,
+    copiedBytes: 0,
+    conflicts: [
+      { path: '/etc/app.conf', kind: 'changed-both', savedAs: '/etc/app.conf.bootenv-origin' },
+      { path: '/srv/gone', kind: 'removed-in-origin', savedAs: null },
+    ],
+    accounts: { added: ['passwd:alice'], changed: [], removed: [], clashes: [{ file: 'group', name: 'svc', reason: 'gid 1000 is _x\'s in the new boot environment' }] },
+    skipped: { packageState: 4, excluded: 0 },
+    warnings: [],
+    failed: [{ path: '/srv/frozen', message: 'copy: rename into place: Operation not permitted' }],
+    seconds: 1.234,
+    phaseSeconds: { snapshots: 0, changes: 0, plan: 0, apply: 0, swap: 0 },
+  };
+
+  it('one line on what was carried, then each conflict, clash and failure', () => {
+    expect(renderCarry(report, 'bootenv').split('\n')).toEqual([
+      'bootenv: carried into apt-1 what debian-12 changed since 2026-12-01T10:00:00.000Z: 3 created, 2 changed, 1 removed (3.0M of files, shared; 0B written); 3 conflicts; 4 changes of package state and 0 excluded left out (1.23 s).',
+      "bootenv: conflict: /etc/app.conf: changed in both: apt-1 keeps its version; debian-12's is saved as /etc/app.conf.bootenv-origin",
+      'bootenv: conflict: /srv/gone: removed in debian-12, changed in apt-1: apt-1 keeps its version',
+      "bootenv: conflict: /etc/group: svc: gid 1000 is _x's in the new boot environment",
+      'bootenv: NOT CARRIED: /srv/frozen: copy: rename into place: Operation not permitted (it is still in debian-12)',
+      '',
+    ]);
+  });
+
+  it('a dry run says would; a carry on demand that the BE stays pending; nothing pending says so', () => {
+    expect(renderCarry({ ...report, dryRun: true, conflicts: [], accounts: { ...report.accounts, clashes: [] }, failed: [] })).toMatch(/^beadm: would carry into apt-1 .*\(3\.0M of files, to be shared\); 0 conflicts; 4 changes/);
+    expect(renderCarry({ ...report, final: false, conflicts: [], accounts: { ...report.accounts, clashes: [] }, failed: [] })).toMatch(/\nbeadm: apt-1 stays pending: what debian-12 changes from now on is carried when apt-1 boots\.\n$/);
+    expect(renderCarry({ ...report, pending: false })).toBe('beadm: apt-1 has no carry pending: nothing to carry.\n');
+  });
+
+  it('at boot (into the journal): the carry once, and loudly a carry that did not run', () => {
+    const summary = { at: 'x', origin: 'debian-12', final: true, changes: report.changes, carriedBytes: 1024, conflicts: report.conflicts.slice(0, 1), conflictCount: 3, accountClashes: [], failed: [], warnings: [], reported: true };
+    expect(renderBootCarry('apt-1', summary, null)).toBe(
+      'Carried into apt-1 what debian-12 changed until this boot: 3 created, 2 changed, 1 removed (1.0K); 3 conflicts.\n' +
+        "bootenv: conflict: /etc/app.conf: changed in both: apt-1 keeps its version; debian-12's is saved as /etc/app.conf.bootenv-origin\n" +
+        'bootenv: … and 2 more conflicts (files saved as *.bootenv-origin).\n',
+    );
+    expect(renderBootCarry('apt-1', null, { origin: 'debian-12', since: '2026-12-01T10:00:00.000Z' })).toMatch(/^WARNING: apt-1 booted with a carry pending from debian-12: what debian-12 changed since 2026-12-01T10:00:00\.000Z was NOT carried into it/);
+  });
 });

@@ -15,8 +15,23 @@ const STATE: BootenvState = {
       lastGoodBoot: { bootId: '6b20a848-2ee1-4884-8c5e-a3e4adee3afa', at: '2024-05-01T10:25:00.000Z' },
     },
     '01a76dbb-d773-1142-b2e7-b41b708478ae': { originUuid: null, created: '2024-05-02T08:00:00.000Z', description: '' },
+    '5b0a1c44-2f7e-7a4c-9d51-0e6b2f4e8a11': {
+      originUuid: '43d7addb-b4f7-1242-bd1d-664a1313f13f',
+      created: '2024-05-03T08:00:00.000Z',
+      description: 'apt: install nginx',
+      carry: {
+        id: '0f3c5e1a-8d2b-4c6e-9a7f-1b2d3e4f5a6b',
+        originUuid: '43d7addb-b4f7-1242-bd1d-664a1313f13f',
+        mode: 'all',
+        baseUuid: '9e8d7c6b-5a4f-3e2d-1c0b-a9f8e7d6c5b4',
+        newBaseUuid: null,
+        touchedFile: null,
+        since: '2024-05-03T08:00:00.000Z',
+      },
+    },
   },
 };
+const CARRY = STATE.environments['5b0a1c44-2f7e-7a4c-9d51-0e6b2f4e8a11']?.carry;
 
 describe('newState', () => {
   it('starts with no default BE and no environments', () => {
@@ -75,6 +90,10 @@ describe('parseState', () => {
     ['a record with a numeric description', { ...valid, environments: { u: { originUuid: null, created: 'x', description: 1 } } }],
     ['a last good boot without a boot id', { ...valid, environments: { u: { originUuid: null, created: 'x', description: '', lastGoodBoot: { at: 'x' } } } }],
     ['a last good boot that is a string', { ...valid, environments: { u: { originUuid: null, created: 'x', description: '', lastGoodBoot: 'yes' } } }],
+    ['a carry of another mode', { ...valid, environments: { u: { originUuid: null, created: 'x', description: '', carry: { ...CARRY, mode: 'some' } } } }],
+    ['a carry whose id is a path', { ...valid, environments: { u: { originUuid: null, created: 'x', description: '', carry: { ...CARRY, id: '../../etc' } } } }],
+    ['a carry without base', { ...valid, environments: { u: { originUuid: null, created: 'x', description: '', carry: { ...CARRY, baseUuid: undefined } } } }],
+    ['a carry swap without its BE', { ...valid, environments: { u: { originUuid: null, created: 'x', description: '', carry: { ...CARRY, exchange: { workUuid: 'w', final: true } } } } }],
   ])('throws PARSE for %s', (_, value) => {
     expect(bootenvErrorFrom(() => parseState(JSON.stringify(value))).code).toBe('PARSE');
   });
