@@ -4,11 +4,13 @@
 # script checker, zstd for the cached bases, debhelper and lintian for the
 # .deb; for the real-boot test, qemu, sfdisk and GRUB's BIOS modules and
 # grub-bios-setup (grub-pc-bin; never grub-pc, which would take over this
-# machine's own boot loader). Node.js/npm must already be there.
+# machine's own boot loader); setcap/getcap, getfattr/setfattr and
+# getfacl/setfacl for the metadata the dedupe and carry tests assert.
+# Node.js/npm must already be there.
 set -euo pipefail
 packages=(btrfs-progs debootstrap grub-common grub2-common zstd util-linux e2fsprogs xz-utils ca-certificates
   build-essential debhelper dpkg-dev fakeroot lintian
-  libcap2-bin
+  libcap2-bin attr acl
   qemu-system-x86 fdisk grub-pc-bin)
 missing=()
 for package in "${packages[@]}"; do

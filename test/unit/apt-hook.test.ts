@@ -100,6 +100,12 @@ describe('config_divert and parseConfig', () => {
     ['unknown key beside never', 'divert = never\ncolour = blue\n'],
     ['bad name-template beside never', 'divert = never\nname-template = fixed\n'],
     ['bad skip-unchanged beside never', 'skip-unchanged = maybe\ndivert = never\n'],
+    ['carry settings beside never', 'carry = data\ncarry-exclude = /srv/scratch /var/cache/big/\ndivert = never\n'],
+    ['bad carry beside never', 'carry = some\ndivert = never\n'],
+    ['carry-exclude of a relative path', 'carry-exclude = srv\ndivert = never\n'],
+    ['carry-exclude of /', 'carry-exclude = /\ndivert = never\n'],
+    ['carry-exclude with ..', 'carry-exclude = /srv/../etc\ndivert = never\n'],
+    ['carry-exclude with a glob', 'carry-exclude = /srv/*\ndivert = never\n'],
   ])('%s', (_, text) => {
     expect(callShell('config_divert', [], text).stdout.trim()).toBe(divertInTypeScript(text));
   });
