@@ -57,8 +57,10 @@ describe.each([
     expect(result.stdout).toMatch(/beadm - manage boot environments on btrfs/);
     expect(result.stdout).toContain('Dir::Bin::dpkg "/usr/lib/bootenv/dpkg";');
     expect(result.stdout).not.toContain("apt's changes are in boot environment");
-    // Its trigger rebuilt the initramfs with what takes a one-shot activation (beadm activate -t).
+    // Its trigger rebuilt the initramfs with what takes a one-shot activation (beadm activate -t)
+    // and what carries into a BE at its first boot.
     expect(result.stdout).toContain('usr/lib/bootenv/bootenv-one-shot');
+    expect(result.stdout).toContain('usr/lib/bootenv/bootenv-boot-carry');
     expect(result.stdout).toContain('scripts/local-bottom/bootenv');
     expect(await bootEnvironments(sandbox)).toEqual([]);
   });
