@@ -1,12 +1,11 @@
 #!/bin/bash
 # Installs what building and testing bootenv needs on a fresh Debian/Ubuntu
 # machine (run as root): btrfs tools, debootstrap for the sandbox roots, GRUB's
-# script checker, zstd for the cached bases, debhelper and lintian for the
+# script checker, zstd for the cached bases, attr, acl and libcap2-bin to look
+# at what a carry keeps (xattrs, ACLs, capabilities), debhelper and lintian for the
 # .deb; for the real-boot test, qemu, sfdisk and GRUB's BIOS modules and
 # grub-bios-setup (grub-pc-bin; never grub-pc, which would take over this
-# machine's own boot loader); setcap/getcap, getfattr/setfattr and
-# getfacl/setfacl for the metadata the dedupe and carry tests assert.
-# Node.js/npm must already be there.
+# machine's own boot loader). Node.js/npm must already be there.
 set -euo pipefail
 packages=(btrfs-progs debootstrap grub-common grub2-common zstd util-linux e2fsprogs xz-utils ca-certificates
   build-essential debhelper dpkg-dev fakeroot lintian

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { BOOKWORM, BOOKWORM_FRONTENDS, REPOSITORY, TRIXIE, ensureBase } from './base.js';
 
-const TOOLS = ['debootstrap', 'mkfs.btrfs', 'btrfs', 'losetup', 'unshare', 'chroot', 'zstd', 'blkid', 'findmnt', 'grub-script-check', 'dpkg-buildpackage', 'dh', 'lintian'];
+const TOOLS = ['debootstrap', 'mkfs.btrfs', 'btrfs', 'losetup', 'unshare', 'chroot', 'zstd', 'blkid', 'findmnt', 'grub-script-check', 'dpkg-buildpackage', 'dh', 'lintian', 'getfattr', 'setfattr', 'getfacl', 'setfacl', 'setcap', 'getcap', 'filefrag'];
 
 function missingPrerequisites(): string[] {
   const missing: string[] = [];

@@ -163,8 +163,10 @@ describe.each([
     // Every front end's dpkg reaches bootenv: /usr/bin/dpkg is its wrapper, the real dpkg diverted beside it.
     expect(result.stdout).toContain('diversion of /usr/bin/dpkg to /usr/bin/dpkg.distrib by bootenv\n/usr/lib/bootenv/apt-hook\n');
     expect(result.stdout).toMatch(/Debian 'dpkg' package management program version/);
-    // Its trigger rebuilt the initramfs with what takes a one-shot activation (beadm activate -t).
+    // Its trigger rebuilt the initramfs with what takes a one-shot activation (beadm activate -t)
+    // and what carries into a BE at its first boot.
     expect(result.stdout).toContain('usr/lib/bootenv/bootenv-one-shot');
+    expect(result.stdout).toContain('usr/lib/bootenv/bootenv-boot-carry');
     expect(result.stdout).toContain('scripts/local-bottom/bootenv');
     expect(await bootEnvironments(sandbox)).toEqual([]);
   });
