@@ -42,12 +42,12 @@ function aptGet(subvolume: string, args: string[], env: Record<string, string> =
 
 /** apt-get install of `fixture` in the first BE exits 0 and lands in one new BE; the running BE does not get it. */
 async function expectDivertedInstall(fixture: string): Promise<void> {
-  const before = await sandbox.subvolumes();
+  const before = await sandbox.bootEnvironments();
   const result = await aptGet(first, ['install', '-y', fixture]);
   expectExit(result, 0);
   const made = /apt's changes are in boot environment \S+ \((@bootenv\/\S+)\)/.exec(result.stdout)?.[1];
   expect(made).toBeDefined();
-  expect(await sandbox.subvolumes()).toEqual([...before, made]);
+  expect(await sandbox.bootEnvironments()).toEqual([...before, made]);
   expect(await versionIn(first, fixture)).toBeUndefined();
   expect(await versionIn(made as string, fixture)).toBe('1.0');
 }
@@ -71,13 +71,13 @@ afterAll(async () => {
 describe('divert = never', () => {
   it('booted into a BE, apt-get install changes the running root in place; no BE, no beadm', async () => {
     await setDivert(first, 'never');
-    const before = await sandbox.subvolumes();
+    const before = await sandbox.bootEnvironments();
     // With beadm unreachable, any call into it would fail the apt run.
     const result = await aptGet(first, ['install', '-y', 'bootenv-t-marker'], { BOOTENV_BEADM: '/nonexistent' });
     expectExit(result, 0);
     expect(result.stdout + result.stderr).not.toContain('bootenv:');
     expect(result.stdout + result.stderr).not.toContain('beadm:');
-    expect(await sandbox.subvolumes()).toEqual(before);
+    expect(await sandbox.bootEnvironments()).toEqual(before);
     expect(await versionIn(first, 'bootenv-t-marker')).toBe('1.0');
   });
 
@@ -95,12 +95,12 @@ describe('divert = auto', () => {
 
   it('booted from the installed root (@), apt-get install runs in place and says so', async () => {
     await setDivert('@', 'auto');
-    const before = await sandbox.subvolumes();
+    const before = await sandbox.bootEnvironments();
     const result = await aptGet('@', ['install', '-y', 'bootenv-t-many-2']);
     expectExit(result, 0);
     expect(result.stderr).toContain('beadm: note: / is @, not a boot environment (divert = auto): dpkg runs in place, without a boot environment');
     expect(result.stdout).not.toContain("apt's changes are in boot environment");
-    expect(await sandbox.subvolumes()).toEqual(before);
+    expect(await sandbox.bootEnvironments()).toEqual(before);
     expect(await versionIn('@', 'bootenv-t-many-2')).toBe('1.0');
   });
 });
@@ -108,12 +108,12 @@ describe('divert = auto', () => {
 describe('divert = always', () => {
   it('booted from the installed root (@), apt-get install fails closed: exit 100, @ unchanged, no BE', async () => {
     await setDivert('@', 'always');
-    const before = await sandbox.subvolumes();
+    const before = await sandbox.bootEnvironments();
     const result = await aptGet('@', ['install', '-y', 'bootenv-t-many-3']);
     expectExit(result, 100);
     expect(result.stdout + result.stderr).toContain('the running system is not a boot environment');
     expect(result.stdout).not.toContain('Unpacking bootenv-t-many-3');
-    expect(await sandbox.subvolumes()).toEqual(before);
+    expect(await sandbox.bootEnvironments()).toEqual(before);
     expect(await versionIn('@', 'bootenv-t-many-3')).toBeUndefined();
   });
 });
