@@ -225,11 +225,17 @@ export class Sandbox {
     rmSync(this.directory, { recursive: true, force: true });
   }
 
-  /** Throws if anything of this sandbox is still mounted or attached. */
+  /**
+   * Throws if anything of this sandbox is still mounted or attached. Once close() has detached
+   * the loop device, its name may already serve another test file's image (they run side by
+   * side): mounts are then looked for by this sandbox's image, not by that name.
+   */
   async assertNothingLeft(): Promise<void> {
+    const { stdout } = await execa('losetup', ['-j', this.image]);
+    const attached = stdout.trim() !== '';
+    if (this.closed && attached) throw new Error(`loop device still attached: ${stdout}`);
+    if (!attached) return;
     const mounts = await this.hostMounts();
     if (mounts.length > 0) throw new Error(`left mounted: ${mounts.join(', ')}`);
-    const { stdout } = await execa('losetup', ['-j', this.image]);
-    if (this.closed && stdout.trim() !== '') throw new Error(`loop device still attached: ${stdout}`);
   }
 }
