@@ -683,16 +683,19 @@ async function isAlive(record: TransactionRecord): Promise<boolean> {
 /** Interpreters whose first argument is the program that runs (python3 /usr/bin/unattended-upgrade). */
 const INTERPRETERS = /^(python[0-9.]*|perl|sh|bash|dash)$/;
 
+/** Where the program itself stands in a command line: 1 behind an interpreter (python3 PROGRAM …), else 0. */
+function programIndex(command: readonly string[]): number {
+  return INTERPRETERS.test(path.basename(command[0] ?? '')) && command.length > 1 ? 1 : 0;
+}
+
 /** The program's own arguments of a command line, without an interpreter in front. */
 function commandArguments(command: readonly string[]): string[] {
-  const skip = INTERPRETERS.test(path.basename(command[0] ?? '')) && command.length > 1 ? 2 : 1;
-  return command.slice(skip);
+  return command.slice(programIndex(command) + 1);
 }
 
 /** The front end's name for messages: apt-get, aptitude, unattended-upgrade, packagekitd. */
 function frontEndName(frontEnd: FrontEnd): string {
-  const command = frontEnd.command;
-  const program = INTERPRETERS.test(path.basename(command[0] ?? '')) && command.length > 1 ? command[1] : command[0];
+  const program = frontEnd.command[programIndex(frontEnd.command)];
   return program === undefined ? 'apt' : path.basename(program);
 }
 
