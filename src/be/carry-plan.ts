@@ -8,7 +8,10 @@
  *   - never carried: dpkg/apt/debconf/ucf state and logs, /etc/alternatives,
  *     deb-systemd-helper's state, GRUB's home, /tmp and
  *     the mount points of /proc, /sys, /dev, /run, the account databases'
- *     backups, the settings' `carry-exclude` paths, and /etc in mode `data`;
+ *     backups, the settings' `carry-exclude` paths; in mode `data` also /etc,
+ *     /usr (but /usr/local), /boot, /bin, /sbin, /lib*, and every path a
+ *     package owns in either BE (what dpkg installed is the system's, not
+ *     data: a rollback keeps the older BE's packages whole);
  *   - a path the new BE did not change takes the origin's state (created,
  *     replaced, removed; a file as a reflinked copy with its owner, mode,
  *     times and xattrs; a hard-linked file with all its names, linked again);
@@ -68,6 +71,10 @@ export interface PlanInput {
   namesOfInode(ino: bigint, path: string): string[];
   /** The origin's /etc/fstab as the new BE's. */
   rewriteFstab(text: string): string;
+  /** A rollback's carry (CarryRecord.follow): the origin's dpkg database differs from the BE's by design, no warning. */
+  follow?: boolean;
+  /** Whether a package owns `path` in the origin or the new BE (dpkg's file lists); read in mode `data` only. */
+  packageOwned?(path: string): boolean;
 }
 
 export type CarryOperation =
@@ -128,6 +135,8 @@ const NEVER = [
   'boot/grub', '.rootbe', 'tmp', 'run', 'proc', 'sys', 'dev', 'etc/.pwd.lock',
   ...ACCOUNT_FILES.map((file) => `etc/${file}-`),
 ];
+/** In mode `data`: the system's trees, which hold no data of the machine's (/usr/local does). */
+const SYSTEM_TREES = ['etc', 'usr', 'boot', 'bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32'];
 const FSTAB = 'etc/fstab';
 const SAVED_SUFFIX = '.bootenv-origin';
 /** Files compared byte for byte when both BEs changed them; larger ones count as different. */
@@ -214,7 +223,10 @@ class Planner {
   private skipped(path: string): 'packageState' | 'excluded' | null {
     if (PACKAGE_STATE.some((prefix) => under(path, prefix))) return 'packageState';
     if (NEVER.some((prefix) => under(path, prefix))) return 'packageState';
-    if (this.input.mode === 'data' && under(path, 'etc')) return 'excluded';
+    if (this.input.mode === 'data') {
+      if (SYSTEM_TREES.some((prefix) => under(path, prefix)) && !under(path, 'usr/local')) return 'excluded';
+      if (this.input.packageOwned?.(path) === true) return 'excluded';
+    }
     if (this.input.exclude.some((prefix) => under(path, prefix))) return 'excluded';
     return null;
   }
@@ -227,7 +239,7 @@ class Planner {
       const facts = origin.lstat(path);
       if (facts?.kind === 'file' && facts.nlink > 1) for (const name of this.input.namesOfInode(facts.ino, path)) paths.add(name);
     }
-    if (originDelta.changed.has('var/lib/dpkg/status')) {
+    if (originDelta.changed.has('var/lib/dpkg/status') && this.input.follow !== true) {
       this.plan.warnings.push("dpkg's database changed in the origin after the snapshot (dpkg run in place, e.g. BOOTENV=off): those package changes are not carried, only files outside dpkg's and apt's state");
     }
     return [...paths].sort(byPath);

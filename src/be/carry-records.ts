@@ -34,7 +34,7 @@ import type { Scope } from '../sys/scope.js';
 import type { TouchedPaths } from './carry-plan.js';
 import type { CarrySetting } from './config.js';
 import { saveState, type Session } from './session.js';
-import { CONTAINER, type BootenvState, type CarryRecord } from './state.js';
+import { CONTAINER, type BootenvState, type CarryMode, type CarryRecord } from './state.js';
 
 export const CARRY_DIRECTORY = `${CONTAINER}/.carry`;
 /** Where the initramfs looks for a BE subvolume's pending carry: a file named by its UUID. */
@@ -73,6 +73,18 @@ export async function prepareCarry(scope: Scope, session: Session, source: Subvo
     snapshotFrom: base,
     record: { id, originUuid: source.uuid, mode: choice.mode, baseUuid: base.uuid, newBaseUuid: null, touchedFile: null, since: new Date().toISOString() },
   };
+}
+
+/**
+ * A rollback's carry (CarryRecord.follow) for BE `target`, activated from the
+ * running `origin`: the base is a read-only snapshot of `target` as it is now
+ * (deleted again if `scope` aborts), so that its carry takes what `origin`
+ * holds beyond it, filtered by `mode`. The caller records it and marks it pending.
+ */
+export async function prepareFollowCarry(scope: Scope, session: Session, target: Subvolume, origin: Subvolume, mode: CarryMode): Promise<CarryRecord> {
+  const { snapshotFrom, record } = await prepareCarry(scope, session, target, { mode });
+  if (record === undefined) throw new BootenvError('INTERNAL', 'a carry of mode none was prepared');
+  return { ...record, baseUuid: snapshotFrom.uuid, originUuid: origin.uuid, follow: true };
 }
 
 /** Marks BE subvolume `uuid` as having the carry of `id` pending for its next boot (or, with undefined, as having none). */

@@ -56,6 +56,8 @@ export interface CarryReport {
   pending: boolean;
   origin: string | null;
   mode: CarryMode | null;
+  /** A rollback's carry: the origin is the BE it was activated from (CarryRecord.follow). */
+  follow: boolean;
   /** Since when the origin's changes are carried (ISO 8601). */
   since: string | null;
   dryRun: boolean;
@@ -102,6 +104,29 @@ function treeView(root: string): TreeView {
   };
 }
 
+/**
+ * The paths dpkg installed in a tree, as the planner's byte paths: every
+ * line of var/lib/dpkg/info/*.list, and the targets of var/lib/dpkg/diversions.
+ */
+function packagePaths(tree: TreeView, into: Set<string>): void {
+  const info = 'var/lib/dpkg/info';
+  if (tree.lstat(info)?.kind !== 'directory') return;
+  const add = (line: string) => {
+    if (line.startsWith('/') && line.length > 1) into.add(line.slice(1).replace(/\/+$/, ''));
+  };
+  for (const name of tree.list(info)) {
+    if (name.endsWith('.list') && tree.lstat(`${info}/${name}`)?.kind === 'file') for (const line of tree.read(`${info}/${name}`).toString('latin1').split('\n')) add(line);
+  }
+  const diversions = 'var/lib/dpkg/diversions';
+  if (tree.lstat(diversions)?.kind === 'file') {
+    tree
+      .read(diversions)
+      .toString('latin1')
+      .split('\n')
+      .forEach((line, index) => index % 3 === 1 && add(line));
+  }
+}
+
 function helperRecord(operation: CarryOperation): HelperRecord {
   switch (operation.op) {
     case 'link':
@@ -127,6 +152,7 @@ function emptyReport(name: string, options: CarryOptions): CarryReport {
     pending: false,
     origin: null,
     mode: null,
+    follow: false,
     since: null,
     dryRun: options.dryRun === true,
     final: false,
@@ -197,7 +223,7 @@ export async function carryBootEnvironment(name: string, options: CarryOptions =
 }
 
 async function carryInto(scope: Scope, session: Session, state: BootenvState, target: Subvolume, carry: CarryRecord, options: CarryOptions): Promise<CarryReport> {
-  const report: CarryReport = { ...emptyReport(path.basename(target.path), options), pending: true, mode: carry.mode, since: carry.since, final: options.boot === true };
+  const report: CarryReport = { ...emptyReport(path.basename(target.path), options), pending: true, mode: carry.mode, follow: carry.follow === true, since: carry.since, final: options.boot === true };
   const origin = session.subvolumes.find((subvolume) => subvolume.uuid === carry.originUuid);
   const base = session.subvolumes.find((subvolume) => subvolume.uuid === carry.baseUuid);
   const newBase = carry.newBaseUuid === null ? base : session.subvolumes.find((subvolume) => subvolume.uuid === carry.newBaseUuid);
@@ -248,6 +274,12 @@ async function carryInto(scope: Scope, session: Session, state: BootenvState, ta
     if (resolved.some((other) => views.origin.lstat(other)?.ino !== facts.ino)) throw new BootenvError('PARSE', `btrfs inspect-internal inode-resolve gave names of inode ${facts.ino} that are not it`);
     names.set(facts.ino, resolved);
   }
+  let owned: Set<string> | undefined;
+  if (carry.mode === 'data') {
+    owned = new Set();
+    packagePaths(views.origin, owned);
+    packagePaths(views.target, owned);
+  }
   const plan = planCarry({
     mode: carry.mode,
     exclude: config.carryExclude.map((excluded) => Buffer.from(excluded.slice(1), 'utf8').toString('latin1')),
@@ -257,6 +289,8 @@ async function carryInto(scope: Scope, session: Session, state: BootenvState, ta
     ...views,
     namesOfInode: (ino) => names.get(ino) ?? [],
     rewriteFstab: (text) => rewriteFstabForBootEnvironment(text, target.path, state.installedRoot),
+    packageOwned: (relative) => owned?.has(relative) === true,
+    follow: carry.follow === true,
   });
   report.phaseSeconds.plan = since(phase);
   Object.assign(report, {

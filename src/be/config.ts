@@ -13,6 +13,12 @@
  *                 running system makes after a BE is snapshotted goes into it
  *                 when it boots (be/carry-plan.ts): everything, all but /etc,
  *                 or nothing.
+ *   rollback-carry data (default) | all | none — what of the running BE's
+ *                 changes goes into a BE activated from it that has no carry
+ *                 pending (an older BE: a rollback): files no package owns
+ *                 outside /etc, /usr and /boot ("data follows the machine,
+ *                 the system rolls back"), everything but package state, or
+ *                 nothing.
  *   carry-exclude absolute paths, separated by spaces, never carried (one or
  *                 more lines; each adds to the list).
  * Pure parse; unknown keys and bad values are errors, so a typo is not ignored.
@@ -31,11 +37,13 @@ export interface BootenvConfig {
   nameTemplate: string;
   skipUnchanged: boolean;
   carry: CarrySetting;
+  /** The carry set up when a BE with none pending is activated from the running one (a rollback). */
+  rollbackCarry: CarrySetting;
   /** Absolute paths never carried. */
   carryExclude: string[];
 }
 
-export const DEFAULT_CONFIG: BootenvConfig = { divert: 'always', nameTemplate: 'apt-{date}-{n}', skipUnchanged: true, carry: 'all', carryExclude: [] };
+export const DEFAULT_CONFIG: BootenvConfig = { divert: 'always', nameTemplate: 'apt-{date}-{n}', skipUnchanged: true, carry: 'all', rollbackCarry: 'data', carryExclude: [] };
 
 /** Parses a carry setting (bootenv.conf's `carry`, BOOTENV_CARRY, --carry); undefined when it is none of all, data, none. */
 export function parseCarrySetting(value: string): CarrySetting | undefined {
@@ -69,6 +77,10 @@ export function parseConfig(text: string): BootenvConfig {
       const setting = parseCarrySetting(value);
       if (setting === undefined) throw new BootenvError('PARSE', `${CONFIG_FILE} line ${index + 1}: carry is all, data or none, not ${JSON.stringify(value)}`);
       config.carry = setting;
+    } else if (key === 'rollback-carry') {
+      const setting = parseCarrySetting(value);
+      if (setting === undefined) throw new BootenvError('PARSE', `${CONFIG_FILE} line ${index + 1}: rollback-carry is all, data or none, not ${JSON.stringify(value)}`);
+      config.rollbackCarry = setting;
     } else if (key === 'carry-exclude') {
       for (const excluded of value.split(/\s+/).filter(Boolean)) {
         if (!excluded.startsWith('/') || excluded === '/' || excluded.split('/').some((part) => part === '..' || part === '.')) {

@@ -31,8 +31,9 @@ import {
   writeFileAtomic,
 } from '../sys/fs.js';
 import { mountBtrfs, NOSUID_NODEV, RUNTIME_DIRECTORY, unmount } from '../sys/mount.js';
-import { withScope } from '../sys/scope.js';
+import { withScope, type Scope } from '../sys/scope.js';
 import { carriesFrom, carryOfBoot, setCarry, type BootCarry } from './carry.js';
+import { markCarryPending, prepareFollowCarry } from './carry-records.js';
 import type { CarrySetting } from './config.js';
 import { bootFilesOf, forgetBootEnvironment, makeBootEnvironment, refreshBootMenu, requireBootable } from './environments.js';
 import { rewriteFstabForBootEnvironment } from './fstab.js';
@@ -291,10 +292,7 @@ export async function activateBootEnvironment(name: string, options: ActivateOpt
     const state = requireState(session);
     const subvolume = findBootEnvironment(session, name);
     await requireBootable(session, name, subvolume);
-    if (options.carry !== undefined) {
-      await setCarry(session, state, name, subvolume, options.carry);
-      await saveState(scope, session, state);
-    }
+    await followTheMachine(scope, session, state, name, subvolume, options);
     if (options.temporary) {
       await scheduleOneShot(scope, installedRootPath(session, state), name);
     } else {
@@ -308,6 +306,42 @@ export async function activateBootEnvironment(name: string, options: ActivateOpt
     }
     return describeOne(session, name);
   });
+}
+
+/**
+ * Data follows the machine, the system rolls back: a BE activated from
+ * another one and with no carry pending (an older BE, or one that booted
+ * before) gets a carry from the running system (CarryRecord.follow), of
+ * bootenv.conf's rollback-carry mode (data: files no package owns, outside
+ * /etc, /usr and /boot) unless --carry says otherwise; its boot takes what the
+ * running system wrote until its shutdown. A BE with a carry pending keeps it
+ * (--carry sets its mode, or none drops it). Rollback carries of other BEs,
+ * which are not to boot any more, are dropped. Saves the state through `scope`.
+ */
+async function followTheMachine(scope: Scope, session: Session, state: BootenvState, name: string, subvolume: Subvolume, options: ActivateOptions): Promise<void> {
+  let changed = false;
+  for (const { subvolume: other } of bootEnvironmentSubvolumes(session)) {
+    const record = state.environments[other.uuid];
+    if (other.uuid === subvolume.uuid || other.uuid === (options.temporary ? state.defaultUuid : undefined) || record?.carry?.follow !== true || record.carry.exchange !== undefined) continue;
+    delete record.carry;
+    await markCarryPending(session, other.uuid, undefined);
+    changed = true;
+  }
+  const record = state.environments[subvolume.uuid];
+  const running = session.subvolumes.find((candidate) => candidate.path === session.probe.bootedSubvolume);
+  if (record !== undefined && record.carry === undefined && options.carry !== 'none' && running !== undefined && running.uuid !== subvolume.uuid) {
+    const mode = options.carry ?? (await loadConfig()).rollbackCarry;
+    if (mode !== 'none') {
+      record.carry = await prepareFollowCarry(scope, session, subvolume, running, mode);
+      await markCarryPending(session, subvolume.uuid, record.carry.id);
+      scope.onAbort(`unmark the carry of ${name}`, () => markCarryPending(session, subvolume.uuid, undefined));
+      changed = true;
+    }
+  } else if (options.carry !== undefined) {
+    await setCarry(session, state, name, subvolume, options.carry);
+    changed = true;
+  }
+  if (changed) await saveState(scope, session, state);
 }
 
 export interface BootCompletion {

@@ -30,7 +30,7 @@ export interface BootEnvironmentRecord {
   lastCarry?: CarrySummary;
 }
 
-/** What a carry carries: in `all`, everything the rules allow; in `data`, everything but /etc. */
+/** What a carry carries: in `all`, everything the rules allow; in `data`, files no package owns outside /etc, /usr (but /usr/local) and /boot. */
 export type CarryMode = 'all' | 'data';
 
 export interface CarryRecord {
@@ -47,6 +47,13 @@ export interface CarryRecord {
   touchedFile: string | null;
   /** When the base was taken (ISO 8601). */
   since: string;
+  /**
+   * Set up by `beadm activate` of a BE that had no carry pending (a rollback):
+   * the base is a snapshot of the BE itself as it was activated, the origin the
+   * BE it was activated from, so that what the origin holds beyond it (in
+   * data mode: its data) follows the machine into it.
+   */
+  follow?: boolean;
   /** Set between a carry's saving of its result and the bookkeeping after the swap (see be/carry-records.ts). */
   exchange?: CarryExchange;
 }

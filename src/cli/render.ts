@@ -182,7 +182,9 @@ export function renderCarry(report: CarryReport, prefix = 'beadm'): string {
   const verb = report.dryRun ? 'would carry' : 'carried';
   const conflicts = report.conflicts.length + report.accounts.clashes.length;
   const line =
-    `${prefix}: ${verb} into ${report.name} what ${report.origin} changed since ${report.since}${report.mode === 'data' ? ' outside /etc' : ''}: ` +
+    (report.follow
+      ? `${prefix}: ${verb} into ${report.name} ${report.mode === 'data' ? 'the data (files no package owns, outside /etc, /usr and /boot)' : 'what differs'} of ${report.origin}, the BE it was activated from on ${report.since} (a rollback): `
+      : `${prefix}: ${verb} into ${report.name} what ${report.origin} changed since ${report.since}${report.mode === 'data' ? ' (data: files no package owns, outside /etc, /usr and /boot)' : ''}: `) +
     `${created} created, ${modified} changed, ${removed} removed (${formatBytes(report.carriedBytes)} of files, ${report.dryRun ? 'to be shared' : `shared; ${formatBytes(report.copiedBytes)} written`}); ` +
     `${conflicts} conflict${conflicts === 1 ? '' : 's'}` +
     (report.skipped.packageState + report.skipped.excluded > 0 ? `; ${report.skipped.packageState} changes of package state and ${report.skipped.excluded} excluded left out` : '') +

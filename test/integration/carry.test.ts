@@ -302,7 +302,7 @@ describe('stacking, carrying on demand, settings', () => {
     // From the installed root (not a BE) too.
     const fromRoot = await sandbox.beadm('@', ['carry', '--dry-run', 'd-data']);
     expect(fromRoot.exitCode, fromRoot.stderr).toBe(0);
-    expect(fromRoot.stdout).toMatch(/^beadm: would carry into d-data what debian-12 changed since \S+ outside \/etc: /);
+    expect(fromRoot.stdout).toMatch(/^beadm: would carry into d-data what debian-12 changed since \S+ \(data: files no package owns, outside \/etc, \/usr and \/boot\): /);
 
     const refused = await sandbox.beadm(ORIGIN, ['destroy', 'o-parent']);
     expect(refused.exitCode).toBe(EXIT_CODES.BUSY);
@@ -324,5 +324,72 @@ describe('stacking, carrying on demand, settings', () => {
     const wrong = await sandbox.boot(ORIGIN, ['bash', '-c', `${APT_ENV} BOOTENV_CARRY=some apt-get install -y bootenv-t-newdep 2>&1; echo rc=$?`]);
     expect(wrong.stdout).toContain('BOOTENV_CARRY is all, data or none, not "some"');
     expect(wrong.stdout).toContain('rc=100');
+  });
+});
+
+// Rollback semantics: a BE activated from another one, with no carry pending, gets the running
+// BE's data at its boot (rollback-carry = data): files no package owns, outside /etc, /usr (but
+// /usr/local) and /boot. Its packages, dpkg state and /etc stay its own: the system rolls back,
+// the data follows the machine. Checked from the host with dpkg-query --admindir, md5sum and cat.
+describe('rollback: activating an older BE carries the data, not the system', () => {
+  let newer = '';
+  const SHOW = 'for f in /var/lib/appdb/rollback.db /srv/www/r.html /usr/local/bin/r-tool /usr/share/bootenv-t-carry/extra /etc/r.conf; do [ -e "$f" ] && echo "$f"; done; true';
+
+  it('beadm activate of the older BE sets up the carry of the running BE\'s data; what it writes until shutdown is in the older BE at its boot', async () => {
+    const upgrade = await sandbox.boot(ORIGIN, ['bash', '-c', `${APT_ENV} apt-get install -y bootenv-t-carry 2>&1`]);
+    expect(upgrade.exitCode, upgrade.stdout).toBe(0);
+    newer = await pendingOf(upgrade.stdout);
+    expect((await sandbox.beadm(ORIGIN, ['activate', newer])).exitCode).toBe(0);
+    // The newer BE runs: it writes data, and touches the system (its /etc, /usr, a package's directory).
+    const inNewer = `set -e
+      printf 'row 1\\n' > /var/lib/appdb/rollback.db; echo newer >> /var/lib/appdb/existing.db
+      echo '<h1>r</h1>' > /srv/www/r.html; printf '#!/bin/sh\\n' > /usr/local/bin/r-tool
+      echo extra > /usr/share/bootenv-t-carry/extra; echo r > /etc/r.conf
+      getent passwd _bootenv-t-carry | cut -d: -f1
+      beadm activate debian-12; beadm list --json`;
+    const ran = await sandbox.boot(`@bootenv/${newer}`, ['bash', '-c', inNewer]);
+    expect(ran.exitCode, ran.stderr).toBe(0);
+    expect(ran.stdout.split('\n')[0]).toBe('_bootenv-t-carry');
+    const list = JSON.parse(ran.stdout.slice(ran.stdout.indexOf('\n[') + 1)) as Array<{ name: string; active: string; carry: { origin: string; mode: string } | null }>;
+    expect(list.find((entry) => entry.name === 'debian-12')).toMatchObject({ active: 'R', carry: { origin: newer, mode: 'data' } });
+    // Written after the activation, until the newer BE's shutdown: carried too.
+    expect((await sandbox.boot(`@bootenv/${newer}`, ['bash', '-c', "printf 'row 2\\n' >> /var/lib/appdb/rollback.db"])).exitCode).toBe(0);
+    // The newer BE is what the older one's carry reads from: it stays until that boot (from the installed root: beadm in debian-12 would boot it).
+    const refused = await sandbox.beadm('@', ['destroy', newer]);
+    expect(refused.exitCode).toBe(EXIT_CODES.BUSY);
+  });
+
+  it('the older BE boots with that data and its own packages, dpkg state and /etc', async () => {
+    const checks = `${SHOW}
+      cat /var/lib/appdb/rollback.db; tail -n1 /var/lib/appdb/existing.db
+      getent passwd _bootenv-t-carry || echo 'no _bootenv-t-carry'
+      cd / && md5sum -c --quiet /var/lib/dpkg/info/bootenv-t-carry.md5sums && echo md5=ok
+      beadm boot-complete`;
+    const booted = await sandbox.boot(ORIGIN, ['bash', '-c', checks]);
+    expect(booted.exitCode, booted.stderr).toBe(0);
+    expect(booted.console).not.toContain('warning');
+    expect(booted.console).toMatch(new RegExp(`bootenv: carried into debian-12 the data \\(files no package owns, outside /etc, /usr and /boot\\) of ${newer}, the BE it was activated from on \\S+ \\(a rollback\\): \\d+ created`));
+    expect(booted.stdout.split('\n').slice(0, 8)).toEqual(['/var/lib/appdb/rollback.db', '/srv/www/r.html', '/usr/local/bin/r-tool', 'row 1', 'row 2', 'newer', 'no _bootenv-t-carry', 'md5=ok']);
+    expect(await versionIn(ORIGIN, 'bootenv-t-carry')).toBe('ii 1.0');
+    expect(await sandbox.readFile(`${ORIGIN}/usr/share/bootenv-t-carry/data.txt`)).toBe('data of bootenv-t-carry 1.0\n');
+    expect(await versionIn(`@bootenv/${newer}`, 'bootenv-t-carry')).toBe('ii 1.1');
+    expect(await carryLeftovers()).toEqual([]);
+  });
+
+  it('rollback-carry = none, or activate --carry none, carries nothing; --carry all overrides the setting', async () => {
+    const script = `set -e
+      echo 'rollback-carry = none' >> /etc/bootenv/bootenv.conf
+      beadm activate --json ${newer} | grep -o '"carry": [^,]*'
+      beadm activate --carry all ${newer} >/dev/null; beadm list --json`;
+    // From debian-12, running: the newer BE booted before, so it has no carry pending.
+    const ran = await sandbox.boot(ORIGIN, ['bash', '-c', script]);
+    expect(ran.exitCode, ran.stderr).toBe(0);
+    expect(ran.stdout.split('\n')[0]).toBe('"carry": null');
+    const list = JSON.parse(ran.stdout.slice(ran.stdout.indexOf('\n[') + 1)) as Array<{ name: string; carry: { origin: string; mode: string } | null }>;
+    expect(list.find((entry) => entry.name === newer)?.carry).toMatchObject({ origin: 'debian-12', mode: 'all' });
+    expect((await sandbox.beadm(ORIGIN, ['activate', '--carry', 'none', newer])).exitCode).toBe(0);
+    expect(JSON.parse((await sandbox.beadm(ORIGIN, ['list', '--json'])).stdout).find((entry: { name: string }) => entry.name === newer)?.carry).toBeNull();
+    expect((await sandbox.beadm(ORIGIN, ['activate', 'debian-12'])).exitCode).toBe(0);
+    await onHost(`sed -i '/^rollback-carry/d' "$TOP/${ORIGIN}/etc/bootenv/bootenv.conf"`);
   });
 });

@@ -102,6 +102,8 @@ describe('config_divert and parseConfig', () => {
     ['bad skip-unchanged beside never', 'skip-unchanged = maybe\ndivert = never\n'],
     ['carry settings beside never', 'carry = data\ncarry-exclude = /srv/scratch /var/cache/big/\ndivert = never\n'],
     ['bad carry beside never', 'carry = some\ndivert = never\n'],
+    ['rollback-carry beside never', 'rollback-carry = none\ndivert = never\n'],
+    ['bad rollback-carry beside never', 'rollback-carry = etc\ndivert = never\n'],
     ['carry-exclude of a relative path', 'carry-exclude = srv\ndivert = never\n'],
     ['carry-exclude of /', 'carry-exclude = /\ndivert = never\n'],
     ['carry-exclude with ..', 'carry-exclude = /srv/../etc\ndivert = never\n'],

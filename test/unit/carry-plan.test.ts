@@ -120,6 +120,19 @@ describe('planCarry: what only the origin changed', () => {
     expect(data.operations.filter((operation) => operation.op === 'copy').map((operation) => operation.target)).toEqual(['srv/kept', 'srv/scratch/big']);
   });
 
+  it('in mode data leaves out the system’s trees (but /usr/local) and every path a package owns', () => {
+    const paths = ['usr/share/doc/x/changelog', 'usr/local/bin/tool', 'boot/initrd.img-6.1.0-1', 'lib/modules/6.1.0-1/modules.dep', 'var/lib/x/owned.db', 'var/lib/x/records', 'srv/data'];
+    const base = tree({});
+    const origin = tree(Object.fromEntries(paths.map((path) => [path, 'x'])));
+    const originDelta = delta(Object.fromEntries(paths.map((path) => [path, changed({ arrived: true })])));
+    const owned = new Set(['var/lib/x/owned.db', 'var/lib/x']);
+    const data = plan({ base, origin, target: base, originDelta, mode: 'data', packageOwned: (path: string) => owned.has(path) });
+    expect(data.operations.filter((operation) => operation.op === 'copy').map((operation) => operation.target)).toEqual(['srv/data', 'usr/local/bin/tool', 'var/lib/x/records']);
+    expect(data.skipped).toEqual({ packageState: 0, excluded: 4 });
+    const all = plan({ base, origin, target: base, originDelta, packageOwned: (path: string) => owned.has(path) });
+    expect(all.operations.filter((operation) => operation.op === 'copy')).toHaveLength(paths.length);
+  });
+
   it('carries a changed hard-linked file once and links its other names to it', () => {
     const base = tree({ 'srv/a': { content: 'x', ino: 900, nlink: 2 }, 'srv/b': { content: 'x', ino: 900, nlink: 2 } });
     const origin = tree({ 'srv/a': { content: 'y', ino: 900, nlink: 3 }, 'srv/b': { content: 'y', ino: 900, nlink: 3 }, 'srv/c': { content: 'y', ino: 900, nlink: 3 } });

@@ -120,6 +120,7 @@ describe('renderCarry and renderBootCarry', () => {
     name: 'apt-1',
     pending: true,
     origin: 'debian-12',
+    follow: false,
     mode: 'all',
     since: '2026-12-01T10:00:00.000Z',
     dryRun: false,
