@@ -26,7 +26,7 @@ import { parseCarrySetting, type CarrySetting } from '../be/config.js';
 import { enterTransaction, finishTransaction, prepareTransaction, recordDpkgFailure, type TransactionOutcome } from '../be/transaction.js';
 import { BootenvError, EXIT_CODES, asBootenvError } from '../errors.js';
 import { auditBootEnvironments, dedupeBootEnvironment, type AuditProgress } from '../be/space.js';
-import { clearProgress, progressFrameDue, renderAudit, renderBootCarry, renderCarry, renderError, renderErrorJson, renderJson, renderList, renderListScripted, renderProgress, renderSkipUnchanged } from './render.js';
+import { clearProgress, progressFrameDue, renderActivationCarry, renderAudit, renderBootCarry, renderCarry, renderError, renderErrorJson, renderJson, renderList, renderListScripted, renderProgress, renderSkipUnchanged } from './render.js';
 
 declare const BOOTENV_VERSION: string;
 
@@ -177,11 +177,12 @@ function buildProgram(
     .description('boot NAME from the next boot on (or, with -t, on the next boot only)')
     .argument('<name>', 'BE to activate')
     .option('-t, --temporary', 'next boot only (one-shot)')
-    .option('--carry <mode>', "for its pending carry: all, data (not /etc), or none to drop it")
+    .option('--carry <mode>', 'its carry: all, data (files no package owns, outside /etc, /usr, /boot) or none; a BE with none pending gets one from the running BE (default: rollback-carry)')
     .action(async (name: string, commandOptions: { temporary?: boolean; carry?: string }) => {
       const { carry, ...rest } = commandOptions;
       const environment = await activateBootEnvironment(name, { ...options, ...rest, ...(carry === undefined ? {} : { carry: carrySetting(carry) }) });
-      setReply(environmentReply(environment, commandOptions.temporary ? `Boot environment ${name} boots once, on the next boot.` : `Boot environment ${name} boots by default from the next boot on.`));
+      const boots = commandOptions.temporary ? `Boot environment ${name} boots once, on the next boot.` : `Boot environment ${name} boots by default from the next boot on.`;
+      setReply(environmentReply(environment, boots + renderActivationCarry(environment)));
     });
 
   program

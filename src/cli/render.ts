@@ -175,6 +175,17 @@ function carryDetails(into: string, summary: Pick<CarrySummary, 'origin' | 'conf
   ].join('');
 }
 
+/** What `beadm activate` adds about the carry the BE's boot will run: what follows it, and what does not. */
+export function renderActivationCarry(environment: Pick<BootEnvironment, 'name' | 'carry'>): string {
+  const carry = environment.carry;
+  if (carry === null) return '';
+  const origin = carry.origin ?? 'its origin';
+  if (carry.mode === 'data') {
+    return `\nAt that boot it takes from ${origin} its data (files no package owns, outside /etc, /usr and /boot); ${environment.name}'s packages and /etc stay its own: what ${origin} changed there (packages, configuration, users) is not carried.`;
+  }
+  return `\nAt that boot it takes from ${origin} what it changed (all but package state).`;
+}
+
 /** `beadm carry`: one line on what was (or would be) carried, then one per conflict, clash, failure and warning. */
 export function renderCarry(report: CarryReport, prefix = 'beadm'): string {
   if (!report.pending) return `${prefix}: ${report.name} has no carry pending: nothing to carry.\n`;

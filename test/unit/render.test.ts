@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import type { BootEnvironment } from '../../src/be/library.js';
 import type { CarryReport } from '../../src/be/carry.js';
-import { LIST_COLUMNS, formatBytes, renderBootCarry, renderCarry, renderList, renderListScripted } from '../../src/cli/render.js';
+import { LIST_COLUMNS, formatBytes, renderActivationCarry, renderBootCarry, renderCarry, renderList, renderListScripted } from '../../src/cli/render.js';
 
 // Local time, so the expected "Created" text does not depend on the test machine's time zone.
 const CREATED = new Date(2024, 4, 1, 9, 5).toISOString();
@@ -165,5 +165,15 @@ describe('renderCarry and renderBootCarry', () => {
         'bootenv: … and 2 more conflicts (files saved as *.bootenv-origin).\n',
     );
     expect(renderBootCarry('apt-1', null, { origin: 'debian-12', since: '2026-12-01T10:00:00.000Z' })).toMatch(/^WARNING: apt-1 booted with a carry pending from debian-12: what debian-12 changed since 2026-12-01T10:00:00\.000Z was NOT carried into it/);
+  });
+});
+
+describe('renderActivationCarry', () => {
+  it('says what a rollback carries and what it does not; nothing without a carry', () => {
+    expect(renderActivationCarry({ name: 'debian-12', carry: null })).toBe('');
+    expect(renderActivationCarry({ name: 'debian-12', carry: { origin: 'apt-1', mode: 'data', since: 'x' } })).toBe(
+      "\nAt that boot it takes from apt-1 its data (files no package owns, outside /etc, /usr and /boot); debian-12's packages and /etc stay its own: what apt-1 changed there (packages, configuration, users) is not carried.",
+    );
+    expect(renderActivationCarry({ name: 'apt-2', carry: { origin: 'debian-12', mode: 'all', since: 'x' } })).toBe('\nAt that boot it takes from debian-12 what it changed (all but package state).');
   });
 });
