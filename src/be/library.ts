@@ -351,6 +351,8 @@ export interface BootCompletion {
   oneShotBooted: boolean | null;
   /** The running BE when this boot was recorded as good, or null. */
   markedGood: string | null;
+  /** A trial BE came up: the default BE, which the next boot returns to, takes this BE's data then (rollback-carry). */
+  returnCarry?: { name: string; mode: CarryMode };
   /** Only when there is something to say: the carry into the running BE (reported once), or one that should have run at its boot and did not. */
   carry?: BootCarry & { name: string };
 }
@@ -392,6 +394,20 @@ export async function completeBoot(options: CompleteBootOptions = {}): Promise<B
     const carry = booted === undefined ? undefined : carryOfBoot(session, state, booted.subvolume);
     if (carry?.unreported === true) await saveState(scope, session, state);
     const result: BootCompletion = { cleared, oneShotBooted: cleared === null ? null : cleared === booted?.name, markedGood: null };
+    // A trial BE that came up: the next boot returns to the default BE, and the data the trial
+    // writes follows the machine there, as on a rollback.
+    const defaultBe = bootEnvironmentSubvolumes(session).find(({ subvolume }) => subvolume.uuid === state.defaultUuid);
+    if (result.oneShotBooted === true && booted !== undefined && defaultBe !== undefined && defaultBe.subvolume.uuid !== booted.subvolume.uuid) {
+      const mode = (await loadConfig()).rollbackCarry;
+      const target = state.environments[defaultBe.subvolume.uuid];
+      if (mode !== 'none' && target !== undefined && target.carry === undefined) {
+        target.carry = await prepareFollowCarry(scope, session, defaultBe.subvolume, booted.subvolume, mode);
+        await markCarryPending(session, defaultBe.subvolume.uuid, target.carry.id);
+        scope.onAbort(`unmark the carry of ${defaultBe.name}`, () => markCarryPending(session, defaultBe.subvolume.uuid, undefined));
+        await saveState(scope, session, state);
+        result.returnCarry = { name: defaultBe.name, mode };
+      }
+    }
     if (booted !== undefined && carry !== undefined && (carry.carried !== null || carry.missed !== null)) result.carry = { name: booted.name, carried: carry.carried, missed: carry.missed };
     const record = booted === undefined ? undefined : state.environments[booted.subvolume.uuid];
     if (!options.good || booted === undefined || record === undefined) return result;

@@ -241,6 +241,11 @@ function buildProgram(
                 ? `Cleared the one-shot activation of ${result.cleared}.\n`
                 : `The one-shot boot environment ${result.cleared} did not come up; cleared its activation.\n`,
             ]),
+        ...(result.returnCarry === undefined
+          ? []
+          : [
+              `The next boot returns to ${result.returnCarry.name}; it takes this BE's ${result.returnCarry.mode === 'data' ? 'data (files no package owns, outside /etc, /usr and /boot)' : 'changes (all but package state)'} then (rollback-carry = ${result.returnCarry.mode}).\n`,
+            ]),
         ...(result.markedGood === null ? [] : [`Recorded this boot of ${result.markedGood} as good.\n`]),
         ...(result.carry === undefined ? [] : [renderBootCarry(result.carry.name, result.carry.carried, result.carry.missed)]),
       ].join('');

@@ -7,11 +7,12 @@
  * fixture repository), bootenv installed from its .deb with apt-get,
  * GRUB's core.img in the BIOS boot partition with its prefix in @/boot/grub,
  * update-grub's menu on the serial console, fstab by UUID. It also holds the
- * serial-console probe (test/harness/boot-probe) and the fixture APT
- * repository with bootenv-t-changed 1.0 installed.
+ * serial-console probe and the writer service (test/harness/boot-probe),
+ * the fixture APT repository with bootenv-t-changed 1.0 and the boot
+ * package's older version (./boot-package.ts) installed, apt's daily timers masked.
  *
  * Images are cached as zstd files under .cache/test/ keyed by their inputs
- * (the base tarball, the .deb, this file and the probe); BootMachine.create
+ * (the base tarball, the .deb, this file, the probe and the fixtures); BootMachine.create
  * unpacks a private copy. A machine boots in qemu (TCG: KVM cannot boot a
  * kernel on this host) once per boot, with a hard timeout and killing only the
  * qemu it started; between boots the host mounts the btrfs partition through
@@ -23,9 +24,11 @@
 import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { execa } from 'execa';
 import { REPOSITORY, cacheDirectory } from './base.js';
-import { installRepositoryInRoot } from './repo.js';
+import { BOOT_PACKAGE_NAME, bootPackage } from './boot-package.js';
+import { FIXTURE_PACKAGES, installRepositoryInRoot } from './repo.js';
 
 const PROBE_DIRECTORY = path.join(REPOSITORY, 'test/harness/boot-probe');
 const IMAGE_BYTES = 4 * 1024 ** 3;
@@ -90,6 +93,10 @@ export async function withImageTopLevel<T>(image: string, workDirectory: string,
   }
 }
 
+function execFileSyncText(file: string, args: string[]): string {
+  return execFileSync(file, args, { encoding: 'utf8' });
+}
+
 /** Cache file of the image built from these inputs. */
 function imagePath(baseTarball: string, debPackage: string): string {
   const hash = createHash('sha256');
@@ -97,7 +104,11 @@ function imagePath(baseTarball: string, debPackage: string): string {
   hash.update(readFileSync(debPackage));
   hash.update(readFileSync(path.join(REPOSITORY, 'test/harness/image.ts')));
   for (const file of readdirSync(PROBE_DIRECTORY).sort()) hash.update(file).update(readFileSync(path.join(PROBE_DIRECTORY, file)));
-  for (const file of ['test/harness/repo.ts', 'test/harness/boot-be.sh']) hash.update(readFileSync(path.join(REPOSITORY, file)));
+  for (const file of ['test/harness/repo.ts', 'test/harness/boot-be.sh', 'test/harness/boot-package.ts']) hash.update(readFileSync(path.join(REPOSITORY, file)));
+  hash.update(BOOT_PACKAGE_NAME);
+  // The fixture repository the image holds.
+  const fixtures = execFileSyncText('find', [FIXTURE_PACKAGES, '-type', 'f', '-printf', '%P\\0']).split('\0').filter(Boolean).sort();
+  for (const file of fixtures) hash.update(file).update(readFileSync(path.join(FIXTURE_PACKAGES, file)));
   return path.join(cacheDirectory(), `boot-image-${hash.digest('hex').slice(0, 12)}.img.zst`);
 }
 
@@ -141,12 +152,19 @@ export async function ensureBootImage(baseTarball: string, debPackage: string): 
       // What a real boot needs beyond the base: systemd as init, udev for the disk's device units.
       // unattended-upgrades: the boot test's first apt step runs it, as the apt-daily-upgrade timer would.
       await inRoot(`${APT_ENV} apt-get update -qq && apt-get install -y -qq --no-install-recommends systemd-sysv udev unattended-upgrades`);
-      writeFileSync(path.join(root, 'etc/apt/apt.conf.d/51bootenv-test-unattended'), 'Unattended-Upgrade::Origins-Pattern { "origin=bootenv-tests"; };\n');
+      // The boot package (./boot-package.ts) is apt-get's to upgrade in the test, not unattended-upgrade's.
+      const upgraded = bootPackage();
+      writeFileSync(
+        path.join(root, 'etc/apt/apt.conf.d/51bootenv-test-unattended'),
+        `Unattended-Upgrade::Origins-Pattern { "origin=bootenv-tests"; };\nUnattended-Upgrade::Package-Blacklist { "${upgraded.name}"; };\n`,
+      );
       await installRepositoryInRoot(root);
       copyFileSync(debPackage, path.join(root, 'root/bootenv.deb'));
-      await inRoot(`${APT_ENV} apt-get update -qq && apt-get install -y -qq bootenv-t-changed=1.0 && apt-get install -y -qq /root/bootenv.deb && rm /root/bootenv.deb`);
-      await execa('install', ['-D', '-m', '0755', path.join(PROBE_DIRECTORY, 'bootenv-test-probe'), path.join(root, 'usr/local/sbin/bootenv-test-probe')]);
-      for (const unit of ['bootenv-test-probe-early.service', 'bootenv-test-probe-late.service']) {
+      await inRoot(`${APT_ENV} apt-get update -qq && apt-get install -y -qq bootenv-t-changed=1.0 ${upgraded.name}=${upgraded.oldVersion} && apt-get install -y -qq /root/bootenv.deb && rm /root/bootenv.deb`);
+      for (const program of ['bootenv-test-probe', 'bootenv-test-writer']) {
+        await execa('install', ['-D', '-m', '0755', path.join(PROBE_DIRECTORY, program), path.join(root, 'usr/local/sbin', program)]);
+      }
+      for (const unit of ['bootenv-test-probe-early.service', 'bootenv-test-probe-late.service', 'bootenv-test-writer.service']) {
         await execa('install', ['-D', '-m', '0644', path.join(PROBE_DIRECTORY, unit), path.join(root, 'etc/systemd/system', unit)]);
       }
       mkdirSync(path.join(root, PROBE_STEP_DIRECTORY));
@@ -155,7 +173,9 @@ export async function ensureBootImage(baseTarball: string, debPackage: string): 
       await inRoot(
         [
           'set -e',
-          'systemctl enable bootenv-test-probe-early.service bootenv-test-probe-late.service',
+          'systemctl enable bootenv-test-probe-early.service bootenv-test-probe-late.service bootenv-test-writer.service',
+          // apt's daily timers would start apt at a fully booted system's first minute (Persistent=true).
+          'systemctl mask apt-daily.timer apt-daily-upgrade.timer',
           // No login on the serial console: agetty's vhangup would cut the probe's output.
           'systemctl mask serial-getty@ttyS0.service',
           // An initramfs with only what this machine needs (virtio disk, btrfs): the base's

@@ -1,18 +1,36 @@
 // Boot truth (issue #5): a real GRUB 2.06 boots a real Debian 12 kernel and systemd in qemu, from a
 // GPT disk laid out like an Ubuntu install with bootenv installed from its .deb (test/harness/image.ts).
 // Every boot is one qemu run; the probe unit prints the booted subvolume (`findmnt -no SOURCE /`) on
-// the serial console, runs the step this test left for it and powers off. Serial logs are kept in
-// test-artifacts/boot/NN-step.log. The steps depend on each other and run in order.
+// the serial console, runs the step this test left for it and powers off (or, where the story needs
+// it, shuts down for real with systemctl reboot). Serial logs are kept in test-artifacts/boot/NN-step.log.
+// The steps depend on each other and run in order.
+//
+// Issue #14 runs through it: a service (bootenv-test-writer) appends a numbered, fsynced record to
+// /var/lib/bootenv-test-writer/records every 200 ms in every fully booted system until systemd stops
+// it at shutdown, and names its last record on the console. After a diverted apt-get upgrade (the boot
+// package, ../harness/boot-package.ts: a conffile changed, a system user added) and the admin's own
+// edits, a real shutdown and the new BE's boot: every record up to the last one is there (counted),
+// both users, the admin's edits (the conffile's conflict saved beside it and reported). Activating the
+// previous BE and rebooting rolls the system back (old versions) while the data follows (the records
+// written in the new BE are in the previous one). A trial BE that fails leaves the last good BE's
+// data whole.
 import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { REPOSITORY } from '../harness/base.js';
+import { bootPackage } from '../harness/boot-package.js';
 import { BootMachine, ensureBootImage, type BootResult, type ProbeReport } from '../harness/image.js';
 
 const ARTIFACTS = path.join(REPOSITORY, 'test-artifacts/boot');
 const APT = 'export DEBIAN_FRONTEND=noninteractive\n';
 const FIRST = 'debian-12';
 const BROKEN = 'broken';
+const PACKAGE = bootPackage();
+const RECORDS = '/var/lib/bootenv-test-writer/records';
+/** Ends the step's boot with a real shutdown (the probe runs systemctl reboot). */
+const REBOOT = 'touch /run/bootenv-test-reboot';
+/** Prints the records file's count and last line, and any gap in its numbering. */
+const COUNT_RECORDS = `awk '$1 != NR { print "records: gap at line " NR ": " $0; exit 1 } END { print "records: " NR " last: " $0 }' ${RECORDS}`;
 /** A step boots at most twice; a boot has its own time limit (600 s, 900 s for the apt run). */
 const STEP_TIMEOUT_MS = 1_800_000;
 /** The one probe report of a boot that came up; fails with the serial log otherwise. */
@@ -22,6 +40,13 @@ function cameUp(result: BootResult): ProbeReport {
   const report = result.steps[0] as ProbeReport;
   expect(report.exitCode, report.output).toBe(0);
   return report;
+}
+
+/** The writer's last record of a boot that shut down for real, from its serial log ("N BOOT stop"). */
+function lastRecord(result: BootResult): string {
+  const match = /BOOTENV-WRITER last=(\d+) boot=(\S+)/.exec(result.log);
+  expect(match, `the writer named no last record at shutdown:\n${result.log}`).not.toBeNull();
+  return `${match?.[1]} ${match?.[2]} stop`;
 }
 
 /** `beadm list -H` lines of an output, as name → Active flags. */
@@ -40,6 +65,8 @@ describe('booting bootenv for real: GRUB 2.06, Debian 12 kernel and systemd, on 
   /** Output of a boot whose step was the next test's action. */
   let upgradeOutput: string;
   let activateOutput: string;
+  /** The writer's last record at the latest real shutdown. */
+  let shutdownRecord: string;
 
   beforeAll(async () => {
     const image = await ensureBootImage(inject('bookwormBase'), inject('debPackage'));
@@ -61,6 +88,14 @@ describe('booting bootenv for real: GRUB 2.06, Debian 12 kernel and systemd, on 
     });
   }
 
+  /** A BE's records file read from the host: every line numbered 1…N in order (zero lost), ending with `last` when given. */
+  async function recordsIn(subvolume: string): Promise<string[]> {
+    const text = await machine.withTopLevel(async (top) => (await execa('cat', [path.join(top, subvolume, RECORDS)])).stdout);
+    const lines = text.split('\n');
+    lines.forEach((line, index) => expect(line.split(' ')[0], `record ${index + 1} of ${subvolume}`).toBe(String(index + 1)));
+    return lines;
+  }
+
   async function grubenv(): Promise<string> {
     return machine.withTopLevel(async (top) => (await execa('grub-editenv', [path.join(top, '@/boot/grub/grubenv'), 'list'])).stdout);
   }
@@ -71,83 +106,127 @@ describe('booting bootenv for real: GRUB 2.06, Debian 12 kernel and systemd, on 
     const installed = cameUp(await machine.boot('installed-root', 'beadm init'));
     expect(installed.source).toBe('/dev/vda2[/@]');
     expect(installed.output).toContain(`Created boot environment ${FIRST}`);
-    // Step 2's action in the same boot: a diverted apt-get install, then unattended-upgrade (as the
-    // apt-daily-upgrade timer runs it) upgrading bootenv-t-changed, stacked onto the same pending BE.
+    // Step 2's action in the same boot, fully booted (the writer runs): a diverted apt-get install, then
+    // unattended-upgrade (as the apt-daily-upgrade timer runs it) upgrading bootenv-t-changed, then
+    // apt-get upgrade of the boot package, all stacked onto the same pending BE; then the admin adds a
+    // user and edits the package's conffile and a file no package owns; then a real shutdown.
     // (An initramfs rebuilt inside a transaction is proven in initramfs.test.ts: update-initramfs
     // costs minutes under TCG.)
-    const first = cameUp(
-      await machine.boot(
-        'first-be-apt-upgrade',
-        [
-          'beadm list -H',
-          'cat /proc/cmdline',
-          `${APT}apt-get update -qq`,
-          'apt-get install -y bootenv-t-marker',
-          'unattended-upgrade -v; echo "unattended-upgrade exit status $?"',
-          'cat /run/reboot-required',
-          'dpkg-query -W bootenv-t-changed',
-        ].join('\n'),
-        { timeoutSeconds: 900 },
-      ),
+    const firstBoot = await machine.boot(
+      'first-be-apt-upgrade',
+      [
+        'beadm list -H',
+        'cat /proc/cmdline',
+        `${APT}apt-get update -qq`,
+        'apt-get install -y bootenv-t-marker',
+        'unattended-upgrade -v; echo "unattended-upgrade exit status $?"',
+        'apt-get upgrade -y; echo "apt-get upgrade exit status $?"',
+        // The upgrade's system user, in the pending BE (for the log: the carry merges the accounts).
+        `grep -H '^${PACKAGE.systemUser}:' /run/bootenv/pending/be/root/etc/passwd || echo 'no ${PACKAGE.systemUser} in the pending BE'`,
+        'cat /run/reboot-required',
+        `dpkg-query -W bootenv-t-changed ${PACKAGE.name}`,
+        'useradd -m alice',
+        `echo 'local = yes' >> ${PACKAGE.conffile}`,
+        "echo 'maintenance window: Sundays' >> /etc/motd",
+        COUNT_RECORDS,
+        REBOOT,
+      ].join('\n'),
+      { late: true, timeoutSeconds: 900 },
     );
+    const first = cameUp(firstBoot);
     expect(first.subvolume).toBe(`@bootenv/${FIRST}`);
     expect(first.output).toContain(`rootflags=subvol=@bootenv/${FIRST}`);
     expect(activeFlags(first.output)[FIRST]).toBe('NR');
+    expect(first.output).toMatch(/^records: \d+ last: /m);
     upgradeOutput = first.output;
+    shutdownRecord = lastRecord(firstBoot);
   }, STEP_TIMEOUT_MS);
 
-  it('2. a diverted apt-get install and unattended-upgrade stack into one BE; reboot → it is up with both, the previous BE keeps the old version', async () => {
+  it('2. three apt runs stack into one BE; after a real shutdown it is up with every record written until then, both users, the admin\'s edits and the upgrades; the previous BE keeps the old versions', async () => {
     const matches = [...upgradeOutput.matchAll(/apt's changes are in boot environment (\S+) \(@bootenv\/\S+\)/g)];
-    expect(matches.length, upgradeOutput).toBeGreaterThanOrEqual(2);
+    expect(matches.length, upgradeOutput).toBeGreaterThanOrEqual(3);
     upgraded = matches.at(-1)?.[1] as string;
     expect(upgradeOutput).toContain(`bootenv: ${upgraded} includes and replaces ${matches.at(-2)?.[1]}`);
     expect(upgradeOutput).toContain('All upgrades installed');
     expect(upgradeOutput).toContain('unattended-upgrade exit status 0');
+    expect(upgradeOutput).toContain('apt-get upgrade exit status 0');
     expect(upgradeOutput).toContain('*** System restart required ***');
     // The running BE was not changed: apt's and unattended-upgrade's dpkg ran in the new BE.
     expect(upgradeOutput).toMatch(/^bootenv-t-changed\t1\.0$/m);
-    const booted = cameUp(
-      await machine.boot(
-        'upgraded-be',
-        [
-          'dpkg-query -W bootenv-t-changed',
-          'cat /usr/share/bootenv-t-changed/version',
-          'cat /proc/cmdline',
-          // Step 3's action.
-          `beadm activate ${FIRST}`,
-          'beadm list -H',
-        ].join('\n'),
-      ),
+    expect(upgradeOutput).toMatch(new RegExp(`^${PACKAGE.name}\\t${PACKAGE.oldVersion.replace(/\./g, '\\.')}$`, 'm'));
+    const bootResult = await machine.boot(
+      'upgraded-be',
+      [
+        `dpkg-query -W bootenv-t-changed ${PACKAGE.name}`,
+        'cat /usr/share/bootenv-t-changed/version',
+        'cat /proc/cmdline',
+        COUNT_RECORDS,
+        `getent passwd alice ${PACKAGE.systemUser} | cut -d: -f1`,
+        `cat ${PACKAGE.conffile}.bootenv-origin`,
+        'tail -n 1 /etc/motd',
+        'journalctl -b -o cat -u bootenv-boot-complete.service',
+        // Step 3's action: roll back to the first BE; a real shutdown.
+        `beadm activate ${FIRST}`,
+        'beadm list -H',
+        REBOOT,
+      ].join('\n'),
+      { late: true },
     );
+    const booted = cameUp(bootResult);
     expect(booted.subvolume).toBe(`@bootenv/${upgraded}`);
     expect(booted.output).toMatch(/^bootenv-t-changed\t1\.1$/m);
+    expect(booted.output).toMatch(new RegExp(`^${PACKAGE.name}\\t${PACKAGE.newVersion.replace(/\./g, '\\.')}$`, 'm'));
     // GRUB loaded the kernel and the initramfs from the new BE's own /boot.
     expect(booted.output).toContain(`BOOT_IMAGE=/@bootenv/${upgraded}/boot/vmlinuz-`);
+    // The carry, from the new BE's initramfs: every record the writer wrote until the shutdown, none lost.
+    expect(bootResult.log).toMatch(new RegExp(`bootenv: carried into ${upgraded} what ${FIRST} changed since \\S+: \\d+ created`));
+    const conflict = `bootenv: conflict: ${PACKAGE.conffile}: changed in both: ${upgraded} keeps its version; ${FIRST}'s is saved as ${PACKAGE.conffile}.bootenv-origin`;
+    expect(bootResult.log).toContain(conflict);
+    expect(booted.output).toContain(conflict);
+    expect(booted.output).not.toMatch(/^records: gap/m);
+    expect(booted.output).toMatch(/^alice\n/m);
+    expect(booted.output).toContain(`\n${PACKAGE.systemUser}\n`);
+    expect(booted.output).toContain('local = yes');
+    expect(booted.output).toMatch(/^maintenance window: Sundays$/m);
     const menu = await machine.withTopLevel(async (top) => (await execa('cat', [path.join(top, '@/boot/grub/grub.cfg')])).stdout);
     expect(menu).toMatch(new RegExp(`initrd\\s+/@bootenv/${upgraded}/boot/initrd\\.img-`));
     expect(await versionIn(`@bootenv/${FIRST}`, 'bootenv-t-changed')).toBe('1.0');
     expect(await versionIn(`@bootenv/${upgraded}`, 'bootenv-t-changed')).toBe('1.1');
     expect(await versionIn(`@bootenv/${FIRST}`, 'bootenv-t-marker')).toBeUndefined();
     expect(await versionIn(`@bootenv/${upgraded}`, 'bootenv-t-marker')).toBe('1.0');
+    expect(await versionIn(`@bootenv/${upgraded}`, PACKAGE.name)).toBe(PACKAGE.newVersion);
+    // From the host: the new BE holds every record of the first BE's boot up to its last, and its own after it.
+    const records = await recordsIn(`@bootenv/${upgraded}`);
+    expect(records).toContain(shutdownRecord);
+    expect(records.at(-1)).toBe(lastRecord(bootResult));
+    expect(await machine.withTopLevel(async (top) => (await execa('cat', [path.join(top, `@bootenv/${upgraded}`, PACKAGE.conffile)])).stdout + '\n')).toBe(PACKAGE.newConffile);
+    shutdownRecord = lastRecord(bootResult);
     activateOutput = booted.output;
   }, STEP_TIMEOUT_MS);
 
-  it('3. beadm activate <previous>; reboot → the previous BE is up', async () => {
+  it('3. beadm activate <previous>; a real shutdown → the previous BE is up with its old packages, and with every record the new BE wrote', async () => {
     expect(activeFlags(activateOutput)).toMatchObject({ [FIRST]: 'R', [upgraded]: 'N' });
-    const previous = cameUp(
-      await machine.boot(
-        'previous-be',
-        [
-          'dpkg-query -W bootenv-t-changed',
-          // Step 4's action.
-          `beadm activate -t ${upgraded}`,
-          'beadm list -H',
-          'grub-editenv /boot/grub/grubenv list',
-        ].join('\n'),
-      ),
+    const previousBoot = await machine.boot(
+      'previous-be',
+      [
+        `dpkg-query -W bootenv-t-changed ${PACKAGE.name}`,
+        COUNT_RECORDS,
+        // Step 4's action.
+        `beadm activate -t ${upgraded}`,
+        'beadm list -H',
+        'grub-editenv /boot/grub/grubenv list',
+      ].join('\n'),
     );
+    const previous = cameUp(previousBoot);
     expect(previous.subvolume).toBe(`@bootenv/${FIRST}`);
     expect(previous.output).toMatch(/^bootenv-t-changed\t1\.0$/m);
+    expect(previous.output).toMatch(new RegExp(`^${PACKAGE.name}\\t${PACKAGE.oldVersion.replace(/\./g, '\\.')}$`, 'm'));
+    expect(previousBoot.log).toMatch(new RegExp(`bootenv: carried into ${FIRST} the data \\(files no package owns, outside /etc, /usr and /boot\\) of ${upgraded}, the BE it was activated from`));
+    expect(previous.output).toMatch(new RegExp(`^records: \\d+ last: ${shutdownRecord}$`, 'm'));
+    // From the host: the records the new BE wrote until its shutdown are in the previous BE; its packages are its own.
+    expect((await recordsIn(`@bootenv/${FIRST}`)).at(-1)).toBe(shutdownRecord);
+    expect(await versionIn(`@bootenv/${FIRST}`, PACKAGE.name)).toBe(PACKAGE.oldVersion);
+    expect(await versionIn(`@bootenv/${FIRST}`, 'bootenv-t-marker')).toBeUndefined();
     activateOutput = previous.output;
   }, STEP_TIMEOUT_MS);
 
@@ -162,12 +241,13 @@ describe('booting bootenv for real: GRUB 2.06, Debian 12 kernel and systemd, on 
     expect(onceBoot.log).toContain(`bootenv: took the one-shot boot entry bootenv-${upgraded}`);
     expect(once.output).not.toMatch(/next_entry=|bootenv_tried=/);
     expect(activeFlags(once.output)).toMatchObject({ [FIRST]: 'R', [upgraded]: 'N' });
-    // Step 5's action: a BE whose /sbin/init exits 1 (the kernel panics), activated as a trial.
-    const again = cameUp(
-      await machine.boot(
+    // Step 5's action, fully booted (the writer runs in the last good BE until a real shutdown): a BE
+    // whose /sbin/init exits 1 (the kernel panics), activated as a trial.
+    const againBoot = await machine.boot(
         'after-one-shot',
         [
           'set -e',
+          COUNT_RECORDS,
           `beadm create -e ${FIRST} -d 'init exits 1' ${BROKEN}`,
           // Writable only at the default mount point, behind a directory only root can enter.
           `beadm mount --writable ${BROKEN}`,
@@ -177,11 +257,14 @@ describe('booting bootenv for real: GRUB 2.06, Debian 12 kernel and systemd, on 
           `beadm unmount ${BROKEN}`,
           `beadm activate -t ${BROKEN}`,
           'grub-editenv /boot/grub/grubenv list',
+          REBOOT,
         ].join('\n'),
-      ),
-    );
+        { late: true },
+      );
+    const again = cameUp(againBoot);
     expect(again.subvolume).toBe(`@bootenv/${FIRST}`);
     expect(again.output).toContain(`next_entry=bootenv-${BROKEN}`);
+    shutdownRecord = lastRecord(againBoot);
   }, STEP_TIMEOUT_MS);
 
   // GRUB 2.06 cannot write its environment block on btrfs (save_env: "sparse file not allowed"), so it
@@ -190,7 +273,7 @@ describe('booting bootenv for real: GRUB 2.06, Debian 12 kernel and systemd, on 
   // becomes bootenv_tried. A trial BE that fails from there on (here: its init exits 1, the kernel
   // panics, panic=5 reboots) is not booted again: the next boot is the default BE's, with nobody at
   // the console; its bootenv-boot-complete.service reports the failed trial and clears the record.
-  it('5. a trial BE whose init fails: the next boot, unattended, is the last good BE; the failed trial is reported', async () => {
+  it('5. a trial BE whose init fails: the next boot, unattended, is the last good BE, its data whole; the failed trial is reported', async () => {
     const trial = await machine.boot('trial-broken', undefined);
     expect(trial.timedOut, trial.log).toBe(false);
     expect(trial.steps).toEqual([]);
@@ -202,10 +285,13 @@ describe('booting bootenv for real: GRUB 2.06, Debian 12 kernel and systemd, on 
     expect(env).toContain(`bootenv_tried=bootenv-${BROKEN}`);
 
     const recovered = cameUp(
-      await machine.boot('unattended-after-failed-trial', 'grub-editenv /boot/grub/grubenv list\njournalctl -b -o cat -u bootenv-boot-complete.service\nbeadm list --json', {
+      await machine.boot('unattended-after-failed-trial', `grub-editenv /boot/grub/grubenv list\njournalctl -b -o cat -u bootenv-boot-complete.service\n${COUNT_RECORDS}\nbeadm list --json`, {
         late: true,
       }),
     );
+    // The failed trial ate nothing of the last good BE's data: every record up to its last shutdown's.
+    expect(recovered.output).not.toMatch(/^records: gap/m);
+    expect(await recordsIn(`@bootenv/${FIRST}`)).toContain(shutdownRecord);
     expect(recovered.subvolume).toBe(`@bootenv/${FIRST}`);
     expect(recovered.output).not.toMatch(/next_entry=|bootenv_tried=/);
     expect(recovered.output).toContain(`The one-shot boot environment ${BROKEN} did not come up; cleared its activation.`);

@@ -366,7 +366,7 @@ describe('rollback: activating an older BE carries the data, not the system', ()
     const checks = `${SHOW}
       cat /var/lib/appdb/rollback.db; tail -n1 /var/lib/appdb/existing.db
       getent passwd _bootenv-t-carry || echo 'no _bootenv-t-carry'
-      cd / && md5sum -c --quiet /var/lib/dpkg/info/bootenv-t-carry.md5sums && echo md5=ok
+      cd / && grep -v " etc/" /var/lib/dpkg/info/bootenv-t-carry.md5sums | md5sum -c --quiet && echo md5=ok
       beadm boot-complete`;
     const booted = await sandbox.boot(ORIGIN, ['bash', '-c', checks]);
     expect(booted.exitCode, booted.stderr).toBe(0);
