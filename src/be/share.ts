@@ -81,8 +81,6 @@ async function packagesOwningFilesBelow(root: string, sharePath: string): Promis
 async function checkShare(session: Session, state: BootenvState | undefined, sharePath: string): Promise<void> {
   const root = path.join(session.top, session.probe.bootedSubvolume);
   if ((state?.shared ?? []).some((shared) => shared.path === sharePath)) throw new BootenvError('EXISTS', `${sharePath} is already shared`, { hint: 'see beadm share' });
-  const name = sharedSubvolumeName(sharePath);
-  if (await pathExists(path.join(session.top, name))) throw new BootenvError('EXISTS', `the subvolume ${name} for ${sharePath} exists already at the top level`);
   const stats = lstatIfExistsSync(path.join(root, sharePath));
   if (stats === undefined) throw new BootenvError('USAGE', `${sharePath} does not exist in the running system`);
   if (!stats.isDirectory()) throw new BootenvError('USAGE', `${sharePath} is not a directory${stats.isSymbolicLink() ? ' (it is a symlink)' : ''}`);
@@ -92,6 +90,8 @@ async function checkShare(session: Session, state: BootenvState | undefined, sha
   if (holder?.mountPoint !== '/') throw new BootenvError('BUSY', `${sharePath} is not in the root filesystem but on the mount at ${holder?.mountPoint}`);
   const below = mounts.filter((mount) => mount.mountPoint !== sharePath && isSameOrBelow(mount.mountPoint, sharePath));
   if (below.length > 0) throw new BootenvError('BUSY', `something is mounted below ${sharePath}: ${below.map((mount) => mount.mountPoint).join(', ')}`, { hint: 'unmount it first' });
+  const name = sharedSubvolumeName(sharePath);
+  if (await pathExists(path.join(session.top, name))) throw new BootenvError('EXISTS', `the subvolume ${name} for ${sharePath} exists already at the top level`);
   const nested = session.subvolumes.filter((subvolume) => isSameOrBelow(`/${subvolume.path}`, `/${session.probe.bootedSubvolume}${sharePath}`));
   if (nested.length > 0) throw new BootenvError('UNSUPPORTED', `${sharePath} holds subvolumes of its own (${nested.map((subvolume) => subvolume.path).join(', ')}), which a snapshot does not copy`);
   const fstab = await readTextIfExists(path.join(root, 'etc/fstab'));
