@@ -282,7 +282,8 @@ async function carryInto(scope: Scope, session: Session, state: BootenvState, ta
   }
   const plan = planCarry({
     mode: carry.mode,
-    exclude: config.carryExclude.map((excluded) => Buffer.from(excluded.slice(1), 'utf8').toString('latin1')),
+    // The settings' carry-exclude and the shared paths (./share.ts): those live in subvolumes of their own, which every BE mounts.
+    exclude: [...config.carryExclude, ...(state.shared ?? []).map((shared) => shared.path)].map((excluded) => Buffer.from(excluded.slice(1), 'utf8').toString('latin1')),
     originDelta,
     newDelta,
     touchedBefore: await readTouched(session, carry),

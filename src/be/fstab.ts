@@ -3,8 +3,9 @@
  * other line (shared subvolumes such as @home stay shared), and mounts the
  * installed root at /.rootbe with GRUB's home bound onto /boot/grub, so that
  * update-grub or grub-install run inside any BE write the one configuration
- * the boot loader reads. Pure text in, text out; unrelated lines are kept
- * byte for byte.
+ * the boot loader reads. The lines of shared subvolumes (`beadm share`) are
+ * added and removed here too. Pure text in, text out; unrelated lines are
+ * kept byte for byte.
  */
 import { BootenvError } from '../errors.js';
 
@@ -84,4 +85,46 @@ export function rewriteFstabForBootEnvironment(text: string, beSubvolume: string
     `${INSTALLED_ROOT_MOUNTPOINT}/boot/grub /boot/grub none bind,x-systemd.requires-mounts-for=${INSTALLED_ROOT_MOUNTPOINT} 0 0`,
   );
   return `${output.join('\n')}\n`;
+}
+
+function linesOf(text: string): string[] {
+  return text === '' ? [] : (text.endsWith('\n') ? text.slice(0, -1) : text).split('\n');
+}
+
+/** The fstab line that mounts shared subvolume `subvolume` at `mountPoint`, as the installer writes the one for @home. */
+export function sharedMountLine(filesystemUuid: string, mountPoint: string, subvolume: string): string {
+  return `UUID=${filesystemUuid} ${mountPoint} btrfs defaults,subvol=${subvolume} 0 0`;
+}
+
+/** Whether `text` has a line (any filesystem) mounting something at `mountPoint`. */
+export function mountsInFstab(text: string, mountPoint: string): boolean {
+  return linesOf(text).some((line) => parseLine(line)?.file === mountPoint);
+}
+
+/** Whether `text` has the btrfs line mounting `subvolume` at `mountPoint`. */
+export function hasSharedMount(text: string, mountPoint: string, subvolume: string): boolean {
+  return linesOf(text).some((line) => {
+    const parsed = parseLine(line);
+    return parsed?.file === mountPoint && parsed.type === 'btrfs' && parsed.options.some((option) => option.replace(/^subvol=\/*/, 'subvol=') === `subvol=${subvolume}`);
+  });
+}
+
+/**
+ * `text` with `line` (from sharedMountLine) for its mount point: other lines
+ * for that mount point go, the line goes before bootenv's own lines (or at
+ * the end). Unchanged when the line is there already.
+ */
+export function withSharedMount(text: string, line: string): string {
+  const file = parseLine(line)?.file;
+  const kept = linesOf(text).filter((existing) => existing === line || parseLine(existing)?.file !== file);
+  if (kept.includes(line)) return `${kept.join('\n')}\n`;
+  const managed = kept.indexOf(MANAGED_COMMENT);
+  kept.splice(managed === -1 ? kept.length : managed, 0, line);
+  return `${kept.join('\n')}\n`;
+}
+
+/** `text` without the btrfs line mounting `subvolume` at `mountPoint` (the undo of withSharedMount for a new share). */
+export function withoutSharedMount(text: string, mountPoint: string, subvolume: string): string {
+  const kept = linesOf(text).filter((line) => !hasSharedMount(line, mountPoint, subvolume));
+  return kept.length === 0 ? '' : `${kept.join('\n')}\n`;
 }

@@ -38,6 +38,7 @@ import type { CarrySetting } from './config.js';
 import { bootFilesOf, forgetBootEnvironment, makeBootEnvironment, refreshBootMenu, requireBootable } from './environments.js';
 import { rewriteFstabForBootEnvironment } from './fstab.js';
 import { assertValidName, sanitizeName } from './names.js';
+import { checkShareable, shareDirectories, type SharedSubvolume } from './share.js';
 import { readOsRelease } from './os-release.js';
 import { bootEnvironmentSubvolumes, findBootEnvironment, installedRootPath, requireRoot, requireState, saveState, type Options, type Session } from './session.js';
 import { CONTAINER, STATE_FILE, newState, type BootenvState, type CarryMode, type CarrySummary } from './state.js';
@@ -157,15 +158,27 @@ export interface InitOptions extends Options {
   /** Name of the first BE; default from os-release, e.g. debian-12. */
   name?: string;
   description?: string;
+  /** Paths to share once the first BE exists (./share.ts); checked before anything changes. */
+  share?: readonly string[];
 }
 
 /**
  * Adopts the installed system: snapshots the booted root (which stays as
  * GRUB's home) into the first BE, writes its fstab, state and GRUB entries, and
- * makes it the default for the next boot. Needs root. Throws
- * ALREADY_INITIALIZED, UNSUPPORTED, TOOL_MISSING, INVALID_NAME, LOCKED.
+ * makes it the default for the next boot; then shares `share` (as
+ * `beadm share` does: the first BE keeps its own copy of those paths, hidden
+ * under their mounts). Needs root. Throws ALREADY_INITIALIZED, UNSUPPORTED,
+ * TOOL_MISSING, INVALID_NAME, LOCKED, and what shareDirectories throws —
+ * before any change when a path cannot be shared.
  */
-export async function initialize(options: InitOptions = {}): Promise<BootEnvironment> {
+export async function initialize(options: InitOptions = {}): Promise<BootEnvironment & { shared?: SharedSubvolume[] }> {
+  const environment = await initializeBootEnvironments(options);
+  if (options.share === undefined || options.share.length === 0) return environment;
+  const { shared } = await shareDirectories(options.share, options);
+  return { ...environment, shared };
+}
+
+async function initializeBootEnvironments(options: InitOptions): Promise<BootEnvironment> {
   return withScope(async (scope) => {
     const session = await openSession(scope, options);
     if (session.state !== undefined) {
@@ -200,6 +213,7 @@ export async function initialize(options: InitOptions = {}): Promise<BootEnviron
     }
     const name = options.name ?? (await defaultInitialName(rootPath));
     assertValidName(name);
+    if (options.share !== undefined) await checkShareable(session, options.share);
     const state = newState(installedRoot);
     if (await makeDirectory(path.join(session.top, CONTAINER), 0o700)) {
       scope.onAbort(`remove ${CONTAINER}`, () => removeEmptyDirectory(path.join(session.top, CONTAINER)));

@@ -4,7 +4,9 @@
  * subvolume is the installed root (GRUB's home), which BE boots by default,
  * and per BE (keyed by subvolume UUID, so a rename needs no update) its
  * origin, creation time, description, last good boot, and the carry of its
- * origin's later changes that is pending for it (be/carry-records.ts).
+ * origin's later changes that is pending for it (be/carry-records.ts); and
+ * the shared subvolumes (be/share.ts): paths every BE mounts from one
+ * subvolume of their own, with the progress of a share under way.
  * Written atomically under the global lock. Parse and serialize are pure
  * and strict.
  */
@@ -108,6 +110,41 @@ export interface TransactionSummary {
   finished: string | null;
 }
 
+/** A path every BE mounts from a top-level subvolume of its own (`beadm share`): out of every snapshot, rollback and carry. */
+export interface SharedSubvolume {
+  /** Absolute path, e.g. /var/lib/postgresql. */
+  path: string;
+  /** Its subvolume, from the top level, e.g. @var_lib_postgresql. */
+  subvolume: string;
+  uuid: string;
+  /** When it was shared (ISO 8601). */
+  since: string;
+}
+
+/**
+ * A share under way (be/share-records.ts), recorded before its first step.
+ * Its commit point is the line for `path` in the fstab of `root`: the next
+ * session finishes a share whose line is there and rolls back one whose line
+ * is not. Subvolume paths are from the top level; `aside` is a path in `root`.
+ */
+export interface ShareProgress {
+  path: string;
+  /** The running root whose `path` moves: the booted subvolume. */
+  root: string;
+  /** The final name (top level), e.g. @var_lib_postgresql. */
+  subvolume: string;
+  /** Where the copy is made before it is renamed to `subvolume`. */
+  temporary: string;
+  /** Read-only snapshots of `root` (the copy's source, the check's). */
+  snapshots: string[];
+  /** UUID of the copy, once it exists; null before. */
+  uuid: string | null;
+  /** Where the root's own `path` is moved aside until it is deleted (absolute, in `root`). */
+  aside: string;
+  /** ISO 8601. */
+  started: string;
+}
+
 export interface BootenvState {
   format: number;
   /** Subvolume path of the installed root: GRUB's home, never a BE. */
@@ -115,6 +152,10 @@ export interface BootenvState {
   /** UUID of the BE that boots by default; null before init finished. */
   defaultUuid: string | null;
   environments: Record<string, BootEnvironmentRecord>;
+  /** Shared subvolumes; absent when there are none. */
+  shared?: SharedSubvolume[];
+  /** A share under way; absent when there is none. */
+  share?: ShareProgress;
 }
 
 export function parseState(text: string): BootenvState {
@@ -155,6 +196,27 @@ export function parseState(text: string): BootenvState {
     ) {
       throw new BootenvError('PARSE', `${CONTAINER}/${STATE_FILE}: bad record for ${uuid}`);
     }
+  }
+  if (state.shared !== undefined && !Array.isArray(state.shared)) throw new BootenvError('PARSE', `${CONTAINER}/${STATE_FILE}: shared is not a list`);
+  for (const shared of state.shared ?? []) {
+    if (typeof shared?.path !== 'string' || typeof shared.subvolume !== 'string' || typeof shared.uuid !== 'string' || typeof shared.since !== 'string') {
+      throw new BootenvError('PARSE', `${CONTAINER}/${STATE_FILE}: bad shared subvolume ${JSON.stringify(shared)}`);
+    }
+  }
+  const share = state.share;
+  if (
+    share !== undefined &&
+    (typeof share?.path !== 'string' ||
+      typeof share.root !== 'string' ||
+      typeof share.subvolume !== 'string' ||
+      typeof share.temporary !== 'string' ||
+      !Array.isArray(share.snapshots) ||
+      !share.snapshots.every((snapshot) => typeof snapshot === 'string') ||
+      !(share.uuid === null || typeof share.uuid === 'string') ||
+      typeof share.aside !== 'string' ||
+      typeof share.started !== 'string')
+  ) {
+    throw new BootenvError('PARSE', `${CONTAINER}/${STATE_FILE}: bad record of a share under way`);
   }
   return state as BootenvState;
 }

@@ -80,6 +80,7 @@ import { lockedFiles, processCommandLine, processInfo, stopProcessesRootedIn } f
 import { withScope, type Scope } from '../sys/scope.js';
 import { CONFIG_FILE, DEFAULT_CONFIG, nameFromTemplate, parseCarrySetting, parseConfig, type BootenvConfig, type CarrySetting } from './config.js';
 import { recoverInterruptedCarries } from './carry-records.js';
+import { recoverInterruptedShare } from './share-records.js';
 import { forgetBootEnvironment, makeBootEnvironment, refreshBootMenu } from './environments.js';
 import { assertValidName } from './names.js';
 import { beginSession, bootEnvironmentSubvolumes, requireState, saveState, type Options, type Session } from './session.js';
@@ -193,13 +194,15 @@ type DuringTransaction = 'refuse' | 'allow';
 /**
  * Starts an operation (see beginSession: probe, global lock, private top-level
  * mount, state), after cleaning up interrupted apt transactions (their undo is
- * done and stays done whatever the operation does next). Refuses (BUSY) while
+ * done and stays done whatever the operation does next), carries and shares
+ * (./carry-records.ts, ./share-records.ts). Refuses (BUSY) while
  * an apt transaction is under way unless `during` is 'allow'. Needs root.
  */
 export async function openSession(scope: Scope, options: Options, during: DuringTransaction = 'refuse'): Promise<Session> {
   const session = await beginSession(scope, options);
   await withScope((recovery) => recoverInterruptedTransactions(recovery, session));
   await withScope((recovery) => recoverInterruptedCarries(recovery, session));
+  await withScope((recovery) => recoverInterruptedShare(recovery, session));
   const live = await readTransaction();
   if (during === 'refuse' && live !== undefined) {
     throw new BootenvError('BUSY', `${frontEndName(live.frontEnd)} (pid ${live.frontEnd.pid}) is installing into a new boot environment`, {

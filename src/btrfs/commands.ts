@@ -23,6 +23,12 @@ export async function snapshotSubvolume(source: string, target: string, access: 
   await run(['btrfs', 'subvolume', 'snapshot', ...(access === 'read-only' ? ['-r'] : []), source, target]);
 }
 
+/** Creates an empty subvolume at `target` (which must not exist). */
+export async function createSubvolume(target: string): Promise<void> {
+  throwIfInterrupted();
+  await run(['btrfs', 'subvolume', 'create', target]);
+}
+
 /**
  * What changed in read-only subvolume `current` since read-only subvolume
  * `parent`: `btrfs send --no-data -p PARENT CURRENT` (metadata only, no file

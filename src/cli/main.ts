@@ -22,11 +22,12 @@ import {
   type Options,
 } from '../be/library.js';
 import { carryBootEnvironment } from '../be/carry.js';
+import { listShared, shareDirectories } from '../be/share.js';
 import { parseCarrySetting, type CarrySetting } from '../be/config.js';
 import { enterTransaction, finishTransaction, prepareTransaction, recordDpkgFailure, type TransactionOutcome } from '../be/transaction.js';
 import { BootenvError, EXIT_CODES, asBootenvError } from '../errors.js';
 import { auditBootEnvironments, dedupeBootEnvironment, type AuditProgress } from '../be/space.js';
-import { clearProgress, progressFrameDue, renderActivationCarry, renderAudit, renderBootCarry, renderCarry, renderError, renderErrorJson, renderJson, renderList, renderListScripted, renderProgress, renderSkipUnchanged } from './render.js';
+import { clearProgress, progressFrameDue, renderActivationCarry, renderAudit, renderBootCarry, renderCarry, renderError, renderErrorJson, renderJson, renderList, renderListScripted, renderProgress, renderShared, renderSkipUnchanged } from './render.js';
 
 declare const BOOTENV_VERSION: string;
 
@@ -91,6 +92,11 @@ function carrySetting(value: string): CarrySetting {
   return setting;
 }
 
+/** Commander's collector for a repeatable option. */
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
 function environmentReply(environment: BootEnvironment, sentence: string): Reply {
   return { data: environment, text: `${sentence}\n` };
 }
@@ -143,9 +149,25 @@ function buildProgram(
     .description('adopt the installed system: its root becomes the first BE, activated for the next boot')
     .option('-n, --name <name>', 'name of the first BE (default: ID-VERSION_ID from os-release)')
     .option('-d, --description <text>', 'description of the first BE')
-    .action(async (commandOptions: { name?: string; description?: string }) => {
+    .option('--share <path>', 'then move PATH into a subvolume of its own that every BE mounts, out of every rollback (repeatable; see beadm share)', collect, [])
+    .action(async (commandOptions: { name?: string; description?: string; share: string[] }) => {
       const environment = await initialize({ ...options, ...commandOptions });
-      setReply(environmentReply(environment, `Created boot environment ${environment.name} (${environment.subvolume}) from the installed root; it boots by default from the next boot on.`));
+      const created = `Created boot environment ${environment.name} (${environment.subvolume}) from the installed root; it boots by default from the next boot on.`;
+      setReply({ data: environment, text: `${created}\n${commandOptions.share.length === 0 ? '' : renderShared(environment.shared ?? [], commandOptions.share)}` });
+    });
+
+  program
+    .command('share')
+    .description('move each PATH into a subvolume of its own beside @home, mounted by every BE: out of every rollback and carry; without PATH, list what is shared')
+    .argument('[paths...]', 'directories of the running system, e.g. /var/lib/postgresql')
+    .action(async (paths: string[]) => {
+      if (paths.length === 0) {
+        const shared = await listShared(options);
+        setReply({ data: shared, text: renderShared(shared, []) });
+        return;
+      }
+      const result = await shareDirectories(paths, options);
+      setReply({ data: result, text: renderShared(result.shared, result.added) });
     });
 
   program

@@ -5,7 +5,7 @@
  */
 import type { CarryReport } from '../be/carry.js';
 import type { BootEnvironment } from '../be/library.js';
-import type { CarrySummary } from '../be/state.js';
+import type { CarrySummary, SharedSubvolume } from '../be/state.js';
 import type { SkipUnchangedReport } from '../be/skip-unchanged.js';
 import type { SpaceAudit } from '../be/space.js';
 import type { BootenvError } from '../errors.js';
@@ -57,6 +57,19 @@ export function renderListScripted(environments: readonly BootEnvironment[]): st
     )
     .map((line) => `${line}\n`)
     .join('');
+}
+
+/** `beadm share`: one line per shared path (path, subvolume, mounted now or not); the ones just shared said first. */
+export function renderShared(shared: ReadonlyArray<SharedSubvolume & { mounted?: boolean }>, added: readonly string[]): string {
+  const said = added.map((sharePath) => {
+    const entry = shared.find((candidate) => candidate.path === sharePath);
+    return `Shared ${sharePath}: it is subvolume ${entry?.subvolume ?? '?'} now, mounted there by every boot environment, and no longer rolls back.\n`;
+  });
+  if (added.length > 0) return said.join('');
+  if (shared.length === 0) return 'Nothing is shared.\n';
+  const rows = [['Path', 'Subvolume', 'Mounted', 'Since'], ...shared.map((entry) => [entry.path, entry.subvolume, entry.mounted === false ? 'no' : 'yes', formatCreated(entry.since)])];
+  const widths = [0, 1, 2].map((column) => Math.max(...rows.map((row) => (row[column] ?? '').length)));
+  return rows.map((row) => row.map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column] ?? 0))).join('  ')).join('\n').concat('\n');
 }
 
 export function renderJson(value: unknown): string {

@@ -188,6 +188,33 @@ export async function removeTree(dir: string): Promise<void> {
   await fs.rm(dir, { recursive: true, force: true });
 }
 
+/**
+ * Copies the directory tree `source` onto the directory `target` (which
+ * exists, e.g. a fresh subvolume, and takes `source`'s owner, mode, xattrs
+ * and times too): every file's extents shared, not written (reflink; fails
+ * where the kernel cannot share them), with owner, mode, times, xattrs (POSIX
+ * ACLs and file capabilities included), hard links, symlinks, sparse files,
+ * fifos, sockets and device nodes kept (`cp -dR --preserve=all
+ * --reflink=always`). Changes only `target`. Throws COMMAND_FAILED.
+ */
+export async function copyTreeReflinked(source: string, target: string): Promise<void> {
+  await run(['cp', '-dR', '--preserve=all', '--reflink=always', '--no-target-directory', '--', source, target]);
+}
+
+/** Marks the names of directories a share moved aside, the only trees removeMovedAsideTree deletes. */
+export const MOVED_ASIDE_MARK = '.bootenv-share-old-';
+
+/**
+ * Deletes the directory tree `dir`, which a share moved aside (its name holds
+ * MOVED_ASIDE_MARK), without crossing into other filesystems or subvolumes.
+ * A missing `dir` is fine. Throws INTERNAL for any other path, COMMAND_FAILED.
+ */
+export async function removeMovedAsideTree(dir: string): Promise<void> {
+  if (!path.basename(dir).includes(MOVED_ASIDE_MARK)) throw new BootenvError('INTERNAL', `refusing to remove ${dir}: not a directory a share moved aside`);
+  if (!(await pathExists(dir))) return;
+  await run(['rm', '-rf', '--one-file-system', '--', dir]);
+}
+
 /** A copy of a file with what restoring it needs. */
 export interface SavedFile {
   copy: string;

@@ -4,7 +4,9 @@
  * processes left running inside a discarded transaction's chroot (apt was
  * killed; its dpkg and maintainer scripts were not). Those are found by their
  * root directory — never by name — and stopped so that the BE's mounts can be
- * released: SIGTERM, then SIGKILL after `graceMilliseconds`.
+ * released: SIGTERM, then SIGKILL after `graceMilliseconds`. And the
+ * processes that use something below a directory (a share refuses to move
+ * it then; they are only named, never signalled).
  */
 import { promises as fs } from 'node:fs';
 import { readTextIfExists } from './fs.js';
@@ -61,6 +63,53 @@ export async function lockedFiles(pid: number): Promise<string[]> {
     }
   }
   return locked;
+}
+
+/** A process that uses something below a path: how (cwd, root, exe, a file it holds open or has mapped) and what. */
+export interface PathUser {
+  pid: number;
+  command: string;
+  how: string;
+  file: string;
+}
+
+/**
+ * The processes (other than this one) whose working directory, root,
+ * executable, open files or mapped files are `directory` or below it, from
+ * /proc/PID/{cwd,root,exe,fd,map_files} (paths as this process sees them).
+ * Reads only; needs root for other users' processes.
+ */
+export async function processesUsing(directory: string): Promise<PathUser[]> {
+  const below = (file: string) => file === directory || file.startsWith(`${directory}/`);
+  const users: PathUser[] = [];
+  for (const entry of await fs.readdir('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    const links: Array<[string, string]> = [
+      ['cwd', `/proc/${entry}/cwd`],
+      ['root', `/proc/${entry}/root`],
+      ['exe', `/proc/${entry}/exe`],
+    ];
+    for (const kind of ['fd', 'map_files']) {
+      try {
+        for (const name of await fs.readdir(`/proc/${entry}/${kind}`)) links.push([kind === 'fd' ? `fd ${name}` : 'mapped', `/proc/${entry}/${kind}/${name}`]);
+      } catch {
+        // gone, or a kernel thread
+      }
+    }
+    for (const [how, link] of links) {
+      let file: string;
+      try {
+        file = (await fs.readlink(link)).replace(/ \(deleted\)$/, '');
+      } catch {
+        continue;
+      }
+      if (!below(file)) continue;
+      const info = await processInfo(Number(entry));
+      users.push({ pid: Number(entry), command: info?.command ?? '?', how, file });
+      break;
+    }
+  }
+  return users;
 }
 
 /** PIDs of processes whose root directory is `root` or below it. */
