@@ -44,7 +44,7 @@ export function bootPackage(name = BOOT_PACKAGE_NAME): BootPackage {
   const conffile = readFileSync(path.join(newer.directory, 'DEBIAN/conffiles'), 'utf8').split('\n').find((line) => line.startsWith('/'));
   if (conffile === undefined) throw new Error(`${newer.directory}: no conffile`);
   const postinst = readFileSync(path.join(newer.directory, 'DEBIAN/postinst'), 'utf8');
-  const systemUser = /useradd --system\b[^\n]*\s(\S+)[ \t]*$/m.exec(postinst)?.[1];
+  const systemUser = /useradd --system\b[^\n]*[ \t](\S+)[ \t]*$/m.exec(postinst)?.[1];
   if (systemUser === undefined) throw new Error(`${newer.directory}: its postinst adds no system user (useradd --system … NAME)`);
   return {
     name,
