@@ -85,7 +85,8 @@ async function checkShare(session: Session, state: BootenvState | undefined, sha
   if (stats === undefined) throw new BootenvError('USAGE', `${sharePath} does not exist in the running system`);
   if (!stats.isDirectory()) throw new BootenvError('USAGE', `${sharePath} is not a directory${stats.isSymbolicLink() ? ' (it is a symlink)' : ''}`);
   const mounts = session.probe.mounts;
-  if (mountAt(mounts, sharePath) !== undefined) throw new BootenvError('BUSY', `${sharePath} is a mount point already (of ${mountAt(mounts, sharePath)?.source} ${mountAt(mounts, sharePath)?.root})`);
+  const mounted = mountAt(mounts, sharePath);
+  if (mounted !== undefined) throw new BootenvError('BUSY', `${sharePath} is a mount point already (of ${mounted.source} ${mounted.root})`);
   const holder = mounts.filter((mount) => isSameOrBelow(sharePath, mount.mountPoint)).sort((a, b) => b.mountPoint.length - a.mountPoint.length)[0];
   if (holder?.mountPoint !== '/') throw new BootenvError('BUSY', `${sharePath} is not in the root filesystem but on the mount at ${holder?.mountPoint}`);
   const below = mounts.filter((mount) => mount.mountPoint !== sharePath && isSameOrBelow(mount.mountPoint, sharePath));
