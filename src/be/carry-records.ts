@@ -76,15 +76,20 @@ export async function prepareCarry(scope: Scope, session: Session, source: Subvo
 }
 
 /**
- * A rollback's carry (CarryRecord.follow) for BE `target`, activated from the
- * running `origin`: the base is a read-only snapshot of `target` as it is now
- * (deleted again if `scope` aborts), so that its carry takes what `origin`
- * holds beyond it, filtered by `mode`. The caller records it and marks it pending.
+ * Gives BE `target` a rollback's carry (CarryRecord.follow) from the running
+ * `origin`: the base is a read-only snapshot of `target` as it is now, so that
+ * its carry takes what `origin` holds beyond it, filtered by `mode`. Records
+ * it in `state` (in memory; the caller saves) and marks it pending; `scope`
+ * undoes both if it aborts.
  */
-export async function prepareFollowCarry(scope: Scope, session: Session, target: Subvolume, origin: Subvolume, mode: CarryMode): Promise<CarryRecord> {
+export async function startFollowCarry(scope: Scope, session: Session, state: BootenvState, target: Subvolume, origin: Subvolume, mode: CarryMode): Promise<void> {
+  const entry = state.environments[target.uuid];
+  if (entry === undefined) throw new BootenvError('INTERNAL', `no state record for ${target.path}`);
   const { snapshotFrom, record } = await prepareCarry(scope, session, target, { mode });
   if (record === undefined) throw new BootenvError('INTERNAL', 'a carry of mode none was prepared');
-  return { ...record, baseUuid: snapshotFrom.uuid, originUuid: origin.uuid, follow: true };
+  entry.carry = { ...record, baseUuid: snapshotFrom.uuid, originUuid: origin.uuid, follow: true };
+  await markCarryPending(session, target.uuid, record.id);
+  scope.onAbort(`unmark the carry of ${target.path}`, () => markCarryPending(session, target.uuid, undefined));
 }
 
 /** Marks BE subvolume `uuid` as having the carry of `id` pending for its next boot (or, with undefined, as having none). */

@@ -33,7 +33,7 @@ import {
 import { mountBtrfs, NOSUID_NODEV, RUNTIME_DIRECTORY, unmount } from '../sys/mount.js';
 import { withScope, type Scope } from '../sys/scope.js';
 import { carriesFrom, carryOfBoot, setCarry, type BootCarry } from './carry.js';
-import { markCarryPending, prepareFollowCarry } from './carry-records.js';
+import { markCarryPending, startFollowCarry } from './carry-records.js';
 import type { CarrySetting } from './config.js';
 import { bootFilesOf, forgetBootEnvironment, makeBootEnvironment, refreshBootMenu, requireBootable } from './environments.js';
 import { rewriteFstabForBootEnvironment } from './fstab.js';
@@ -346,9 +346,7 @@ async function followTheMachine(scope: Scope, session: Session, state: BootenvSt
   if (record !== undefined && record.carry === undefined && options.carry !== 'none' && running !== undefined && running.uuid !== subvolume.uuid) {
     const mode = options.carry ?? (await loadConfig()).rollbackCarry;
     if (mode !== 'none') {
-      record.carry = await prepareFollowCarry(scope, session, subvolume, running, mode);
-      await markCarryPending(session, subvolume.uuid, record.carry.id);
-      scope.onAbort(`unmark the carry of ${name}`, () => markCarryPending(session, subvolume.uuid, undefined));
+      await startFollowCarry(scope, session, state, subvolume, running, mode);
       changed = true;
     }
   } else if (options.carry !== undefined) {
@@ -415,9 +413,7 @@ export async function completeBoot(options: CompleteBootOptions = {}): Promise<B
       const mode = (await loadConfig()).rollbackCarry;
       const target = state.environments[defaultBe.subvolume.uuid];
       if (mode !== 'none' && target !== undefined && target.carry === undefined) {
-        target.carry = await prepareFollowCarry(scope, session, defaultBe.subvolume, booted.subvolume, mode);
-        await markCarryPending(session, defaultBe.subvolume.uuid, target.carry.id);
-        scope.onAbort(`unmark the carry of ${defaultBe.name}`, () => markCarryPending(session, defaultBe.subvolume.uuid, undefined));
+        await startFollowCarry(scope, session, state, defaultBe.subvolume, booted.subvolume, mode);
         await saveState(scope, session, state);
         result.returnCarry = { name: defaultBe.name, mode };
       }
