@@ -36,6 +36,8 @@ export const EXIT_CODES = {
   PARSE: 14,
   /** The command needs root (every command but check, --help and --version). */
   NOT_ROOT: 15,
+  /** Not enough free space for what the operation would write (the ESP, GRUB's home); nothing was written. */
+  NO_SPACE: 16,
   /** Interrupted by a signal; everything half-done was undone. */
   INTERRUPTED: 130,
 } as const;

@@ -96,6 +96,15 @@ export function sharedMountLine(filesystemUuid: string, mountPoint: string, subv
   return `UUID=${filesystemUuid} ${mountPoint} btrfs defaults,subvol=${subvolume} 0 0`;
 }
 
+/** The line of `text` mounting something at `mountPoint` (spec, type, options as written), or undefined. */
+export function fstabEntry(text: string, mountPoint: string): { spec: string; type: string; options: string } | undefined {
+  for (const line of linesOf(text)) {
+    const parsed = parseLine(line);
+    if (parsed?.file === mountPoint) return { spec: parsed.spec, type: parsed.type, options: parsed.options.join(',') };
+  }
+  return undefined;
+}
+
 /** Whether `text` has a line (any filesystem) mounting something at `mountPoint`. */
 export function mountsInFstab(text: string, mountPoint: string): boolean {
   return linesOf(text).some((line) => parseLine(line)?.file === mountPoint);

@@ -26,6 +26,7 @@ import {
   makePrivateDirectory,
   pathExists,
   readText,
+  readTextIfExists,
   removeEmptyDirectory,
   renamePath,
   writeFileAtomic,
@@ -36,7 +37,8 @@ import { carriesFrom, carryOfBoot, setCarry, type BootCarry } from './carry.js';
 import { markCarryPending, startFollowCarry } from './carry-records.js';
 import type { CarrySetting } from './config.js';
 import { bootFilesOf, forgetBootEnvironment, makeBootEnvironment, refreshBootMenu, requireBootable } from './environments.js';
-import { rewriteFstabForBootEnvironment } from './fstab.js';
+import { ESP_MOUNTPOINT } from './boot-loader.js';
+import { fstabEntry, rewriteFstabForBootEnvironment } from './fstab.js';
 import { assertValidName, sanitizeName } from './names.js';
 import { checkShareable, shareDirectories, type SharedSubvolume } from './share.js';
 import { readOsRelease } from './os-release.js';
@@ -207,6 +209,12 @@ async function initializeBootEnvironments(options: InitOptions): Promise<BootEnv
     }
     if (!(await pathExists(path.join(rootPath, GRUB_SCRIPT)))) {
       throw new BootenvError('UNSUPPORTED', `bootenv's GRUB script ${GRUB_SCRIPT} is missing`, { hint: 'reinstall bootenv' });
+    }
+    const esp = mountAt(session.probe.mounts, ESP_MOUNTPOINT);
+    if (esp !== undefined && fstabEntry((await readTextIfExists(path.join(rootPath, 'etc/fstab'))) ?? '', ESP_MOUNTPOINT) === undefined) {
+      throw new BootenvError('UNSUPPORTED', `the EFI system partition is mounted at ${ESP_MOUNTPOINT} (${esp.source}), but /etc/fstab has no line for it: the boot environments would boot without it, and a GRUB upgrade in one could not reach it`, {
+        hint: `add its line to /etc/fstab as the installer writes it (UUID=… ${ESP_MOUNTPOINT} vfat umask=0077 0 1), then run beadm init`,
+      });
     }
     if (!haveProgram('grub-script-check')) {
       throw new BootenvError('TOOL_MISSING', 'grub-script-check is not installed', { hint: 'apt-get install grub-common' });

@@ -27,11 +27,13 @@
  *            one (taking over its carry), else of the running BE (through the
  *            carry's base, ./carry-records.ts) — puts the pre-imaged files back, and
  *            mounts the BE with /proc, /sys, /dev, a fresh /run, the host's /tmp,
- *            apt's archives and the directories of the .debs, plus a
- *            policy-rc.d that forbids starting services; later calls reuse it;
+ *            apt's archives and the directories of the .debs, GRUB's home and
+ *            the ESP (./boot-loader.ts), plus a policy-rc.d that forbids
+ *            starting services; later calls reuse it;
  *   finish   (DPkg::Post-Invoke) finalizes — only if dpkg's own database in
  *            the BE shows nothing unfinished (dpkg --audit), whatever the hooks
- *            recorded: unmounts, drops apt's caches and .debs from the BE,
+ *            recorded: runs the grub-install calls the packages asked for
+ *            (after checking the ESP's and GRUB's home's free space), unmounts, drops apt's caches and .debs from the BE,
  *            copies this run's apt logs into it, makes its files identical to
  *            the base's share extents (./skip-unchanged.ts), records the
  *            packages and command line, activates it, makes it this boot's
@@ -81,6 +83,7 @@ import { withScope, type Scope } from '../sys/scope.js';
 import { CONFIG_FILE, DEFAULT_CONFIG, nameFromTemplate, parseCarrySetting, parseConfig, type BootenvConfig, type CarrySetting } from './config.js';
 import { recoverInterruptedCarries } from './carry-records.js';
 import { recoverInterruptedShare } from './share-records.js';
+import { prepareBootLoader, runDeferredBootLoader, type BootLoaderReport } from './boot-loader.js';
 import { forgetBootEnvironment, makeBootEnvironment, refreshBootMenu } from './environments.js';
 import { assertValidName } from './names.js';
 import { beginSession, bootEnvironmentSubvolumes, requireState, saveState, type Options, type Session } from './session.js';
@@ -397,6 +400,8 @@ async function openBootEnvironment(
   await mountBtrfs(scope, session.probe.device, TRANSACTION_ROOT, `subvol=/${subvolume}`, 'kept');
   record.mounts.push(TRANSACTION_ROOT);
   record.mounts.push(...(await mountChrootFilesystems(scope, TRANSACTION_ROOT, { hostTmp: true, binds: [ARCHIVES], lifetime: 'kept' })));
+  // GRUB's home and the ESP, where a boot-loader package's grub-install must write (./boot-loader.ts).
+  record.mounts.push(...(await prepareBootLoader(scope, session, state, TRANSACTION_ROOT)));
 
   const policy = `${TRANSACTION_ROOT}${POLICY_RC_D}`;
   if (await pathExists(policy)) {
@@ -455,6 +460,8 @@ export type TransactionOutcome =
       replaced: string | null;
       /** The skip-unchanged pass: its report, why it failed (the BE is kept all the same), or null when turned off. */
       skipUnchanged: SkipUnchangedReport | { error: string } | null;
+      /** What the boot-loader packages asked for, done at commit (./boot-loader.ts). */
+      bootLoader: BootLoaderReport;
     };
 
 /**
@@ -516,6 +523,8 @@ async function finalize(
       hint: 'see the dpkg errors above; fix the package and run apt again',
     });
   }
+  // The boot loader is written once dpkg has succeeded; a refusal or a failure aborts the transaction.
+  const bootLoader = await runDeferredBootLoader(TRANSACTION_ROOT, environment.name, session.notify);
   await unmountTransaction(record);
   record.mounts = [];
   await writeTransaction(record);
@@ -555,7 +564,7 @@ async function finalize(
   await writePending(made);
   await announceReboot(record.actions);
   await removeTransactionRecord();
-  return { outcome: 'finished', name: environment.name, subvolume: environment.subvolume, replaced, skipUnchanged };
+  return { outcome: 'finished', name: environment.name, subvolume: environment.subvolume, replaced, skipUnchanged, bootLoader };
 }
 
 /**

@@ -60,7 +60,8 @@ function outcomeText(outcome: TransactionOutcome): string {
         `bootenv: apt's changes are in boot environment ${outcome.name} (${outcome.subvolume}); ` +
         `the running system is unchanged. Reboot to use it.\n` +
         (outcome.replaced === null ? '' : `bootenv: ${outcome.name} includes and replaces ${outcome.replaced}, which held this boot's earlier apt changes.\n`) +
-        (outcome.skipUnchanged === null ? '' : renderSkipUnchanged(outcome.skipUnchanged, 'bootenv'))
+        (outcome.skipUnchanged === null ? '' : renderSkipUnchanged(outcome.skipUnchanged, 'bootenv')) +
+        (outcome.bootLoader.menuRequested ? `bootenv: the GRUB menu that a package asked update-grub for was written by bootenv, from the installed root: it boots ${outcome.name} by default and keeps an entry for every other boot environment.\n` : '')
       );
     case 'aborted':
       return `bootenv: dpkg failed${outcome.dpkgStatus === null ? '' : ` (exit status ${outcome.dpkgStatus})`}; ${outcome.name === null ? 'no boot environment was made' : `boot environment ${outcome.name} was discarded`}. Nothing else changed.\n`;

@@ -299,6 +299,29 @@ export async function fileSize(file: string): Promise<number> {
   }
 }
 
+/** Bytes an unprivileged writer may still write on the filesystem holding `file` (statfs: blocks available × block size). */
+export async function freeBytes(file: string): Promise<number> {
+  const stats = await fs.statfs(file);
+  return stats.bavail * stats.bsize;
+}
+
+/** Sum of the sizes of the regular files under `dir` (symlinks not followed); 0 when it does not exist. */
+export async function treeBytes(dir: string): Promise<number> {
+  let entries: Array<import('node:fs').Dirent>;
+  try {
+    entries = await fs.readdir(dir, { withFileTypes: true });
+  } catch {
+    return 0;
+  }
+  let bytes = 0;
+  for (const entry of entries) {
+    const file = path.join(dir, entry.name);
+    if (entry.isDirectory()) bytes += await treeBytes(file);
+    else if (entry.isFile()) bytes += (await fs.lstat(file)).size;
+  }
+  return bytes;
+}
+
 /** Resolves symlinks in `file`. */
 /** The canonical path of `file` (symlinks resolved); undefined when it or a link on the way does not exist. */
 export async function realPathIfExists(file: string): Promise<string | undefined> {

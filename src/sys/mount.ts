@@ -37,6 +37,12 @@ export async function mountBtrfs(scope: Scope, device: string, target: string, o
   registerUnmount(scope, target, lifetime, false);
 }
 
+/** Mounts `spec` (a device, or UUID=… as in fstab) of filesystem `type` with `options` (fstab's field, e.g. umask=0077). */
+export async function mountFilesystem(scope: Scope, spec: string, target: string, type: string, options: string, lifetime: MountLifetime): Promise<void> {
+  await run(['mount', '-t', type, '-o', options, spec, target]);
+  registerUnmount(scope, target, lifetime, false);
+}
+
 export interface BindOptions {
   /** With the mounts below `source`. */
   recursive?: boolean;
