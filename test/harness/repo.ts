@@ -78,11 +78,14 @@ export async function buildFixturePackages(outDir: string, options: { compressio
  * copies each .deb in and writes `Packages` (one stanza a package: the
  * control fields as `dpkg-deb -f` prints them, then Filename, Size, MD5sum and
  * SHA256) and a `Release` file listing the index's hashes, which keeps apt
- * from warning that the repository has none. Files end up 0644, directories
- * 0755, so apt's unprivileged _apt user can read them. Throws on two .deb
- * files with the same name or a deb whose control data dpkg-deb cannot read.
+ * from warning that the repository has none; its Origin and Label are
+ * `origin` (default bootenv-tests, the origin unattended-upgrades is allowed
+ * in the images). Files end up 0644, directories 0755, so apt's unprivileged
+ * _apt user can read them. Throws on two .deb files with the same name or a
+ * deb whose control data dpkg-deb cannot read.
  */
-export async function writeAptRepository(repoDir: string, debs: readonly string[]): Promise<void> {
+export async function writeAptRepository(repoDir: string, debs: readonly string[], options: { origin?: string } = {}): Promise<void> {
+  const origin = options.origin ?? 'bootenv-tests';
   await mkdir(repoDir, { recursive: true });
   await chmod(repoDir, 0o755);
   const files = debs.map((deb) => path.basename(deb));
@@ -100,8 +103,8 @@ export async function writeAptRepository(repoDir: string, debs: readonly string[
   }
   const packages = Buffer.from(`${stanzas.join('\n\n')}\n`);
   const release = [
-    'Origin: bootenv-tests',
-    'Label: bootenv-tests',
+    `Origin: ${origin}`,
+    `Label: ${origin}`,
     `Date: ${new Date(Number(SOURCE_DATE_EPOCH) * 1000).toUTCString()}`,
     'SHA256:',
     ` ${createHash('sha256').update(packages).digest('hex')} ${packages.length} Packages`,
