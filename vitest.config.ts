@@ -1,12 +1,16 @@
 import { defineConfig } from 'vitest/config';
 import { BaseSequencer, type TestSpecification } from 'vitest/node';
 
-/** Vitest's order (failed, then longest, first), except that the real-boot test, the longest by far, always starts first. */
+/** The real-boot tests, the longest by far: BIOS (boot.test.ts) and UEFI (uefi.test.ts), one per fork. */
+const REAL_BOOT_TESTS = ['/test/integration/boot.test.ts', '/test/integration/uefi.test.ts'];
+
+/** Vitest's order (failed, then longest, first), except that the real-boot tests always start first, side by side. */
 class BootTestFirst extends BaseSequencer {
   override async sort(files: TestSpecification[]): Promise<TestSpecification[]> {
     const sorted = await super.sort(files);
-    const isBoot = (file: TestSpecification) => file.moduleId.endsWith('/test/integration/boot.test.ts');
-    return [...sorted.filter(isBoot), ...sorted.filter((file) => !isBoot(file))];
+    const rank = (file: TestSpecification) => REAL_BOOT_TESTS.findIndex((name) => file.moduleId.endsWith(name));
+    const boots = sorted.filter((file) => rank(file) !== -1).sort((a, b) => rank(a) - rank(b));
+    return [...boots, ...sorted.filter((file) => rank(file) === -1)];
   }
 }
 

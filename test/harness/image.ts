@@ -44,6 +44,7 @@ import { execFileSync } from 'node:child_process';
 import { execa } from 'execa';
 import { REPOSITORY, cacheDirectory } from './base.js';
 import { BOOT_PACKAGE_NAME, bootPackage } from './boot-package.js';
+import { corePrefixes } from './grub-core.js';
 import { FIXTURE_PACKAGES, installRepositoryInRoot, writeAptRepository } from './repo.js';
 import { buildUpgrades, type UpgradePackage } from './upgrades.js';
 
@@ -697,9 +698,7 @@ export class BootMachine {
   async grubCorePrefix(): Promise<string> {
     const bios = await this.readPartition('bios');
     const decompressor = await this.withTopLevel(async (top) => statSync(path.join(top, this.rootSubvolume, 'usr/lib/grub/i386-pc/lzma_decompress.img')).size);
-    // xz fails at the end of the stream (a raw stream has no end marker), after writing what it decoded.
-    const { stdout } = await execa('xz', ['-dc', '--format=raw', '--lzma1=lc=3,lp=0,pb=2,dict=1MiB'], { input: bios.subarray(SECTOR + decompressor), encoding: 'buffer', reject: false });
-    const prefix = /\0(\([^()\0]*\)\/[^\0]*)\0/.exec(Buffer.from(stdout).toString('latin1'))?.[1];
+    const prefix = (await corePrefixes(bios, decompressor))[0];
     if (prefix === undefined) throw new Error(`${this.image}: no GRUB prefix in the BIOS boot partition's core.img`);
     return prefix;
   }
