@@ -14,12 +14,21 @@
 // previous BE and rebooting rolls the system back (old versions) while the data follows (the records
 // written in the new BE are in the previous one). A trial BE that fails leaves the last good BE's
 // data whole.
+//
+// Issue #15 runs through it too: GRUB is Debian's grub-pc, installed by apt-get and grub-install on the
+// image's first boot. The apt boot's apt-get upgrade also takes the upgrades repository's GRUB packages
+// and kernel (Debian's own .debs rebuilt as a higher version): grub-pc's postinst asks grub-install for
+// /dev/vda, which bootenv runs at commit, into GRUB's home in @ (the BIOS boot partition's core.img keeps
+// a prefix naming @/boot/grub); the new BE boots through that GRUB, the previous BE too, and after the
+// new BE is destroyed the machine still boots. UEFI tells the same story in uefi.test.ts.
+import { statSync } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { REPOSITORY } from '../harness/base.js';
 import { bootPackage } from '../harness/boot-package.js';
-import { BootMachine, ensureBootImage, type BootResult, type ProbeReport } from '../harness/image.js';
+import { BootMachine, UPGRADES_SOURCES_LIST, ensureBootImage, upgradesOf, type BootResult, type ProbeReport } from '../harness/image.js';
+import type { UpgradePackage } from '../harness/upgrades.js';
 
 const ARTIFACTS = path.join(REPOSITORY, 'test-artifacts/boot');
 const APT = 'export DEBIAN_FRONTEND=noninteractive\n';
@@ -49,6 +58,11 @@ function lastRecord(result: BootResult): string {
   return `${match?.[1]} ${match?.[2]} stop`;
 }
 
+/** `text` with the regular-expression characters of a Debian version escaped. */
+function escaped(text: string): string {
+  return text.replace(/[.+]/g, '\\$&');
+}
+
 /** `beadm list -H` lines of an output, as name → Active flags. */
 function activeFlags(output: string): Record<string, string> {
   const flags: Record<string, string> = {};
@@ -67,9 +81,14 @@ describe('booting bootenv for real: GRUB 2.06, Debian 12 kernel and systemd, on 
   let activateOutput: string;
   /** The writer's last record at the latest real shutdown. */
   let shutdownRecord: string;
+  /** GRUB's packages and the kernel, rebuilt as a higher version in the image's upgrades repository. */
+  let upgrades: UpgradePackage[];
+  /** mtime of a GRUB module in GRUB's home before the upgrade. */
+  let homeModuleBefore: number;
 
   beforeAll(async () => {
     const image = await ensureBootImage(inject('bookwormBase'), inject('debPackage'));
+    upgrades = upgradesOf(image).packages;
     machine = await BootMachine.create(image, ARTIFACTS);
   });
 
@@ -106,6 +125,8 @@ describe('booting bootenv for real: GRUB 2.06, Debian 12 kernel and systemd, on 
     const installed = cameUp(await machine.boot('installed-root', 'beadm init'));
     expect(installed.source).toBe('/dev/vda2[/@]');
     expect(installed.output).toContain(`Created boot environment ${FIRST}`);
+    homeModuleBefore = await machine.withTopLevel(async (top) => statSync(path.join(top, '@/boot/grub/i386-pc/normal.mod')).mtimeMs);
+    expect(await machine.grubCorePrefix()).toBe('(,gpt2)/@/boot/grub');
     // Step 2's action in the same boot, fully booted (the writer runs): a diverted apt-get install, then
     // unattended-upgrade (as the apt-daily-upgrade timer runs it) upgrading bootenv-t-changed, then
     // apt-get upgrade of the boot package, all stacked onto the same pending BE; then the admin adds a
@@ -117,6 +138,7 @@ describe('booting bootenv for real: GRUB 2.06, Debian 12 kernel and systemd, on 
       [
         'beadm list -H',
         'cat /proc/cmdline',
+        `cp ${UPGRADES_SOURCES_LIST} /etc/apt/sources.list.d/bootenv-test-upgrades.list`,
         `${APT}apt-get update -qq`,
         'apt-get install -y bootenv-t-marker',
         'unattended-upgrade -v; echo "unattended-upgrade exit status $?"',
@@ -125,13 +147,14 @@ describe('booting bootenv for real: GRUB 2.06, Debian 12 kernel and systemd, on 
         `grep -H '^${PACKAGE.systemUser}:' /run/bootenv/pending/be/root/etc/passwd || echo 'no ${PACKAGE.systemUser} in the pending BE'`,
         'cat /run/reboot-required',
         `dpkg-query -W bootenv-t-changed ${PACKAGE.name}`,
+        `dpkg-query -W ${upgrades.map((upgrade) => upgrade.name).join(' ')}`,
         'useradd -m alice',
         `echo 'local = yes' >> ${PACKAGE.conffile}`,
         "echo 'maintenance window: Sundays' >> /etc/motd",
         COUNT_RECORDS,
         REBOOT,
       ].join('\n'),
-      { late: true, timeoutSeconds: 900 },
+      { late: true, timeoutSeconds: 1800 },
     );
     const first = cameUp(firstBoot);
     expect(first.subvolume).toBe(`@bootenv/${FIRST}`);
@@ -140,7 +163,7 @@ describe('booting bootenv for real: GRUB 2.06, Debian 12 kernel and systemd, on 
     expect(first.output).toMatch(/^records: \d+ last: /m);
     upgradeOutput = first.output;
     shutdownRecord = lastRecord(firstBoot);
-  }, STEP_TIMEOUT_MS);
+  }, STEP_TIMEOUT_MS + 1_200_000);
 
   it('2. three apt runs stack into one BE; after a real shutdown it is up with every record written until then, both users, the admin\'s edits and the upgrades; the previous BE keeps the old versions', async () => {
     const matches = [...upgradeOutput.matchAll(/apt's changes are in boot environment (\S+) \(@bootenv\/\S+\)/g)];
@@ -157,7 +180,7 @@ describe('booting bootenv for real: GRUB 2.06, Debian 12 kernel and systemd, on 
     const bootResult = await machine.boot(
       'upgraded-be',
       [
-        `dpkg-query -W bootenv-t-changed ${PACKAGE.name}`,
+        `dpkg-query -W bootenv-t-changed ${PACKAGE.name} ${upgrades.map((upgrade) => upgrade.name).join(' ')}`,
         'cat /usr/share/bootenv-t-changed/version',
         'cat /proc/cmdline',
         COUNT_RECORDS,
@@ -195,6 +218,22 @@ describe('booting bootenv for real: GRUB 2.06, Debian 12 kernel and systemd, on 
     expect(await versionIn(`@bootenv/${FIRST}`, 'bootenv-t-marker')).toBeUndefined();
     expect(await versionIn(`@bootenv/${upgraded}`, 'bootenv-t-marker')).toBe('1.0');
     expect(await versionIn(`@bootenv/${upgraded}`, PACKAGE.name)).toBe(PACKAGE.newVersion);
+    // GRUB and the kernel: upgraded in the new BE, not in the running one; grub-pc's postinst asked for
+    // grub-install, which ran at commit into GRUB's home in @ and the BIOS boot partition.
+    for (const upgrade of upgrades) {
+      expect(await versionIn(`@bootenv/${upgraded}`, upgrade.name)).toBe(upgrade.newVersion);
+      expect(await versionIn(`@bootenv/${FIRST}`, upgrade.name)).toBe(upgrade.oldVersion);
+      expect(upgradeOutput).toMatch(new RegExp(`^${upgrade.name}\\t${escaped(upgrade.oldVersion)}$`, 'm'));
+    }
+    expect(upgradeOutput).toContain('bootenv: grub-install --target=i386-pc --force --no-floppy /dev/vda runs when the new boot environment is committed');
+    expect(upgradeOutput).toContain(`ran grub-install --target=i386-pc --force --no-floppy /dev/vda for boot environment ${upgraded}, into GRUB's home in the installed root`);
+    expect(await machine.grubCorePrefix()).toBe('(,gpt2)/@/boot/grub');
+    await machine.withTopLevel(async (top) => {
+      expect(statSync(path.join(top, '@/boot/grub/i386-pc/normal.mod')).mtimeMs).toBeGreaterThan(homeModuleBefore);
+      expect(statSync(path.join(top, `@bootenv/${upgraded}`, 'boot/grub/i386-pc/normal.mod')).mtimeMs).toBe(homeModuleBefore);
+    });
+    const kernel = upgrades.find((upgrade) => upgrade.name.startsWith('linux-image-')) as UpgradePackage;
+    expect(booted.output).toMatch(new RegExp(`^${kernel.name}\\t${escaped(kernel.newVersion)}$`, 'm'));
     // From the host: the new BE holds every record of the first BE's boot up to its last, and its own after it.
     const records = await recordsIn(`@bootenv/${upgraded}`);
     expect(records).toContain(shutdownRecord);
@@ -209,7 +248,7 @@ describe('booting bootenv for real: GRUB 2.06, Debian 12 kernel and systemd, on 
     const previousBoot = await machine.boot(
       'previous-be',
       [
-        `dpkg-query -W bootenv-t-changed ${PACKAGE.name}`,
+        `dpkg-query -W bootenv-t-changed ${PACKAGE.name} grub-pc`,
         COUNT_RECORDS,
         // Step 4's action.
         `beadm activate -t ${upgraded}`,
@@ -220,6 +259,9 @@ describe('booting bootenv for real: GRUB 2.06, Debian 12 kernel and systemd, on 
     const previous = cameUp(previousBoot);
     expect(previous.subvolume).toBe(`@bootenv/${FIRST}`);
     expect(previous.output).toMatch(/^bootenv-t-changed\t1\.0$/m);
+    // Booted through the newer GRUB, with its own older GRUB packages.
+    const grub = upgrades.find((upgrade) => upgrade.name === 'grub-pc') as UpgradePackage;
+    expect(previous.output).toMatch(new RegExp(`^grub-pc\\t${escaped(grub.oldVersion)}$`, 'm'));
     expect(previous.output).toMatch(new RegExp(`^${PACKAGE.name}\\t${PACKAGE.oldVersion.replace(/\./g, '\\.')}$`, 'm'));
     expect(previousBoot.log).toMatch(new RegExp(`bootenv: carried into ${FIRST} the data \\(files no package owns, outside /etc, /usr and /boot\\) of ${upgraded}, the BE it was activated from`));
     expect(previous.output).toMatch(new RegExp(`^records: \\d+ last: ${shutdownRecord}$`, 'm'));
@@ -303,5 +345,15 @@ describe('booting bootenv for real: GRUB 2.06, Debian 12 kernel and systemd, on 
       [BROKEN]: ['', false],
     });
     expect(await grubenv()).not.toMatch(/next_entry=|bootenv_tried=/);
+  }, STEP_TIMEOUT_MS);
+
+  it('6. beadm destroy of the BE that brought the GRUB upgrade; the machine boots again, through the same GRUB', async () => {
+    const destroyed = cameUp(await machine.boot('destroy-upgraded', `beadm destroy ${upgraded}\nbeadm destroy ${BROKEN}\nbeadm list -H`));
+    expect(destroyed.subvolume).toBe(`@bootenv/${FIRST}`);
+    expect(destroyed.output).toContain(`Destroyed boot environment ${upgraded}`);
+    const again = cameUp(await machine.boot('after-destroy', 'beadm list -H'));
+    expect(again.subvolume).toBe(`@bootenv/${FIRST}`);
+    expect(Object.keys(activeFlags(again.output))).toEqual([FIRST]);
+    expect(await machine.grubCorePrefix()).toBe('(,gpt2)/@/boot/grub');
   }, STEP_TIMEOUT_MS);
 });
