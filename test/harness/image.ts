@@ -390,7 +390,8 @@ export async function ensureBootImage(baseTarball: string, debPackage: string, f
       const kernel = kernelVersion(root);
       const downloads = path.join(root, 'root/bootenv-test-downloads');
       mkdirSync(downloads);
-      const packages = [...layout.upgradedPackages, `linux-image-${kernel}`];
+      // With the kernel's metapackage, whose Depends names the kernel's exact version: apt-get upgrade would keep the kernel back without it.
+      const packages = [...layout.upgradedPackages, `linux-image-${kernel}`, 'linux-image-amd64'];
       await inRoot(`set -e\ncd /root/bootenv-test-downloads\napt-get download -qq ${packages.map((name) => `${name}="$(dpkg-query -W -f='\${Version}' ${name})"`).join(' ')}`);
       const rebuilt = path.join(work, 'upgrades');
       mkdirSync(rebuilt);

@@ -83,12 +83,14 @@ describe('booting bootenv for real: GRUB 2.06, Debian 12 kernel and systemd, on 
   let shutdownRecord: string;
   /** GRUB's packages and the kernel, rebuilt as a higher version in the image's upgrades repository. */
   let upgrades: UpgradePackage[];
+  /** The kernel the upgrades repository has a higher version of (its package is linux-image-VERSION). */
+  let kernelVersion: string;
   /** mtime of a GRUB module in GRUB's home before the upgrade. */
   let homeModuleBefore: number;
 
   beforeAll(async () => {
     const image = await ensureBootImage(inject('bookwormBase'), inject('debPackage'));
-    upgrades = upgradesOf(image).packages;
+    ({ packages: upgrades, kernelVersion } = upgradesOf(image));
     machine = await BootMachine.create(image, ARTIFACTS);
   });
 
@@ -232,7 +234,7 @@ describe('booting bootenv for real: GRUB 2.06, Debian 12 kernel and systemd, on 
       expect(statSync(path.join(top, '@/boot/grub/i386-pc/normal.mod')).mtimeMs).toBeGreaterThan(homeModuleBefore);
       expect(statSync(path.join(top, `@bootenv/${upgraded}`, 'boot/grub/i386-pc/normal.mod')).mtimeMs).toBe(homeModuleBefore);
     });
-    const kernel = upgrades.find((upgrade) => upgrade.name.startsWith('linux-image-')) as UpgradePackage;
+    const kernel = upgrades.find((upgrade) => upgrade.name === `linux-image-${kernelVersion}`) as UpgradePackage;
     expect(booted.output).toMatch(new RegExp(`^${kernel.name}\\t${escaped(kernel.newVersion)}$`, 'm'));
     // From the host: the new BE holds every record of the first BE's boot up to its last, and its own after it.
     const records = await recordsIn(`@bootenv/${upgraded}`);

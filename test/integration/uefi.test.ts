@@ -46,12 +46,14 @@ function espFiles(output: string, marker: string): Record<string, number> {
 describe('UEFI (OVMF): shim and GRUB upgraded inside a BE, with a kernel; rollback, one-shot, destroy', () => {
   let machine: BootMachine;
   let upgrades: UpgradePackage[];
+  /** The kernel the upgrades repository has a higher version of (its package is linux-image-VERSION). */
+  let kernelVersion: string;
   let upgraded: string;
   let homeModuleBefore: number;
 
   beforeAll(async () => {
     const image = await ensureBootImage(inject('bookwormBase'), inject('debPackage'), 'uefi');
-    upgrades = upgradesOf(image).packages;
+    ({ packages: upgrades, kernelVersion } = upgradesOf(image));
     machine = await BootMachine.create(image, ARTIFACTS, 'uefi');
   });
 
@@ -156,7 +158,7 @@ describe('UEFI (OVMF): shim and GRUB upgraded inside a BE, with a kernel; rollba
   }, STEP_TIMEOUT_MS);
 
   it('3. the new BE boots (its own kernel, through the new GRUB); beadm activate <previous>', async () => {
-    const kernel = upgrades.find((upgrade) => upgrade.name.startsWith('linux-image-')) as UpgradePackage;
+    const kernel = upgrades.find((upgrade) => upgrade.name === `linux-image-${kernelVersion}`) as UpgradePackage;
     const report = cameUp(
       await machine.boot('upgraded-be', [`dpkg-query -W ${kernel.name} grub-efi-amd64`, 'cat /proc/cmdline', 'findmnt -n -o FSTYPE,TARGET /boot/efi', `beadm activate ${FIRST}`].join('\n')),
     );
