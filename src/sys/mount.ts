@@ -50,10 +50,17 @@ export interface BindOptions {
   options?: string;
 }
 
-/** Binds `source` at `target`. */
+/**
+ * Binds `source` at `target`. The bind is made a slave of its source (it
+ * gets what is mounted there later, and nothing mounted or unmounted in it
+ * reaches back): on a systemd host every mount is shared, and a bind of a
+ * shared mount is its peer, so mounting efivarfs inside a chroot's /sys, or
+ * unmounting its /dev/pts, would otherwise happen on the host too.
+ */
 export async function bindMount(scope: Scope, source: string, target: string, lifetime: MountLifetime, bind: BindOptions = {}): Promise<void> {
   await run(['mount', bind.recursive ? '--rbind' : '--bind', ...(bind.options === undefined ? [] : ['-o', bind.options]), source, target]);
   registerUnmount(scope, target, lifetime, bind.recursive === true);
+  await run(['mount', bind.recursive ? '--make-rslave' : '--make-slave', target]);
 }
 
 async function mountTmpfs(scope: Scope, target: string, options: string, lifetime: MountLifetime): Promise<void> {
