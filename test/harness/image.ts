@@ -673,6 +673,15 @@ export class BootMachine {
     return withImageEsp(this.image, this.directory, body);
   }
 
+  /** The version of package `name` installed (dpkg status ii) in `subvolume`, read with dpkg-query from the host; undefined otherwise. */
+  async installedVersion(subvolume: string, name: string): Promise<string | undefined> {
+    return this.withTopLevel(async (top) => {
+      const result = await execa('dpkg-query', [`--admindir=${path.join(top, subvolume, 'var/lib/dpkg')}`, '-f', '${db:Status-Abbrev} ${Version}', '-W', name], { reject: false });
+      const [status, version] = result.stdout.trim().split(/\s+/);
+      return result.exitCode === 0 && status === 'ii' ? version : undefined;
+    });
+  }
+
   /** The bytes of the partition named `name` in the GPT (bios, esp, root). Throws when there is none. */
   async readPartition(name: string): Promise<Buffer> {
     const partition = (await imagePartitions(this.image)).find((candidate) => candidate.name === name);

@@ -101,13 +101,7 @@ describe('booting bootenv for real: GRUB 2.06, Debian 12 kernel and systemd, on 
     expect(stdout).toBe('');
   });
 
-  async function versionIn(subvolume: string, name: string): Promise<string | undefined> {
-    return machine.withTopLevel(async (top) => {
-      const result = await execa('dpkg-query', [`--admindir=${path.join(top, subvolume, 'var/lib/dpkg')}`, '-f', '${db:Status-Abbrev} ${Version}', '-W', name], { reject: false });
-      const [status, version] = result.stdout.trim().split(/\s+/);
-      return result.exitCode === 0 && status === 'ii' ? version : undefined;
-    });
-  }
+  const versionIn = (subvolume: string, name: string) => machine.installedVersion(subvolume, name);
 
   /** A BE's records file read from the host: every line numbered 1…N in order (zero lost), ending with `last` when given. */
   async function recordsIn(subvolume: string): Promise<string[]> {

@@ -64,13 +64,7 @@ describe('UEFI (OVMF): shim and GRUB upgraded inside a BE, with a kernel; rollba
     expect(stdout).toBe('');
   });
 
-  async function versionIn(subvolume: string, name: string): Promise<string | undefined> {
-    return machine.withTopLevel(async (top) => {
-      const result = await execa('dpkg-query', [`--admindir=${path.join(top, subvolume, 'var/lib/dpkg')}`, '-f', '${db:Status-Abbrev} ${Version}', '-W', name], { reject: false });
-      const [status, version] = result.stdout.trim().split(/\s+/);
-      return result.exitCode === 0 && status === 'ii' ? version : undefined;
-    });
-  }
+  const versionIn = (subvolume: string, name: string) => machine.installedVersion(subvolume, name);
 
   async function environments(): Promise<string[]> {
     return machine.withTopLevel(async (top) =>
