@@ -26,8 +26,9 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { REPOSITORY } from '../harness/base.js';
+import { cameUp, escaped } from '../harness/boot-expect.js';
 import { bootPackage } from '../harness/boot-package.js';
-import { BootMachine, UPGRADES_SOURCES_LIST, ensureBootImage, upgradesOf, type BootResult, type ProbeReport } from '../harness/image.js';
+import { BootMachine, UPGRADES_SOURCES_LIST, ensureBootImage, upgradesOf, type BootResult } from '../harness/image.js';
 import type { UpgradePackage } from '../harness/upgrades.js';
 
 const ARTIFACTS = path.join(REPOSITORY, 'test-artifacts/boot');
@@ -42,25 +43,12 @@ const REBOOT = 'touch /run/bootenv-test-reboot';
 const COUNT_RECORDS = `awk '$1 != NR { print "records: gap at line " NR ": " $0; exit 1 } END { print "records: " NR " last: " $0 }' ${RECORDS}`;
 /** A step boots at most twice; a boot has its own time limit (600 s, 900 s for the apt run). */
 const STEP_TIMEOUT_MS = 1_800_000;
-/** The one probe report of a boot that came up; fails with the serial log otherwise. */
-function cameUp(result: BootResult): ProbeReport {
-  expect(result.timedOut, result.log).toBe(false);
-  expect(result.steps, result.log).toHaveLength(1);
-  const report = result.steps[0] as ProbeReport;
-  expect(report.exitCode, report.output).toBe(0);
-  return report;
-}
 
 /** The writer's last record of a boot that shut down for real, from its serial log ("N BOOT stop"). */
 function lastRecord(result: BootResult): string {
   const match = /BOOTENV-WRITER last=(\d+) boot=(\S+)/.exec(result.log);
   expect(match, `the writer named no last record at shutdown:\n${result.log}`).not.toBeNull();
   return `${match?.[1]} ${match?.[2]} stop`;
-}
-
-/** `text` with the regular-expression characters of a Debian version escaped. */
-function escaped(text: string): string {
-  return text.replace(/[.+]/g, '\\$&');
 }
 
 /** `beadm list -H` lines of an output, as name → Active flags. */

@@ -14,7 +14,8 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { REPOSITORY } from '../harness/base.js';
-import { BootMachine, UPGRADES_SOURCES_LIST, ensureBootImage, upgradesOf, type BootResult, type ProbeReport } from '../harness/image.js';
+import { cameUp, escaped } from '../harness/boot-expect.js';
+import { BootMachine, UPGRADES_SOURCES_LIST, ensureBootImage, upgradesOf } from '../harness/image.js';
 import type { UpgradePackage } from '../harness/upgrades.js';
 
 const ARTIFACTS = path.join(REPOSITORY, 'test-artifacts/uefi');
@@ -23,14 +24,6 @@ const ROOT = '@rootfs';
 const FIRST = 'debian-12';
 const BROKEN = 'broken';
 const STEP_TIMEOUT_MS = 1_800_000;
-
-function cameUp(result: BootResult): ProbeReport {
-  expect(result.timedOut, result.log).toBe(false);
-  expect(result.steps, result.log).toHaveLength(1);
-  const report = result.steps[0] as ProbeReport;
-  expect(report.exitCode, report.output).toBe(0);
-  return report;
-}
 
 /** The ESP's boot-loader files with their modification times, printed in the guest. */
 const ESP_FILES = 'find /boot/efi/EFI -type f -printf "esp %P %T@\\n" | sort';
@@ -73,10 +66,6 @@ describe('UEFI (OVMF): shim and GRUB upgraded inside a BE, with a kernel; rollba
         .map((line) => line.replace(/^.* path /, ''))
         .filter((subvolume) => /^@bootenv\/[^./][^/]*$/.test(subvolume)),
     );
-  }
-
-  function escaped(text: string): string {
-    return text.replace(/[.+]/g, '\\$&');
   }
 
   it('1. the installed root boots through OVMF, shim and GRUB from the ESP; beadm init', async () => {
