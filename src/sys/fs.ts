@@ -10,10 +10,28 @@ import { BootenvError } from '../errors.js';
 import { run } from './exec.js';
 import { throwIfInterrupted } from './scope.js';
 
-/** Reads a text file; undefined when it does not exist. */
+/**
+ * Reads a text file; undefined when it does not exist. Read to its end by a
+ * loop of reads rather than fs.promises.readFile: on Node 18 (Debian 12's
+ * nodejs 18.20.4, measured) that returns only the first page of a /proc file
+ * whose size stat reports as 0, so a mount table longer than 4 KiB — a UEFI
+ * system's during an apt run, any host with many mounts — lost its last lines.
+ */
 export async function readTextIfExists(file: string): Promise<string | undefined> {
   try {
-    return await fs.readFile(file, 'utf8');
+    const handle = await fs.open(file, 'r');
+    try {
+      const chunks: Buffer[] = [];
+      for (;;) {
+        const chunk = Buffer.allocUnsafe(64 * 1024);
+        const { bytesRead } = await handle.read(chunk, 0, chunk.length, null);
+        if (bytesRead === 0) break;
+        chunks.push(chunk.subarray(0, bytesRead));
+      }
+      return Buffer.concat(chunks).toString('utf8');
+    } finally {
+      await handle.close();
+    }
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw new BootenvError('INTERNAL', `cannot read ${file}: ${(error as Error).message}`, { cause: error });

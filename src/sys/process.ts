@@ -56,7 +56,7 @@ export async function lockedFiles(pid: number): Promise<string[]> {
   const locked: string[] = [];
   for (const descriptor of descriptors) {
     try {
-      if (!/^lock:/m.test(await fs.readFile(`/proc/${pid}/fdinfo/${descriptor}`, 'utf8'))) continue;
+      if (!/^lock:/m.test((await readTextIfExists(`/proc/${pid}/fdinfo/${descriptor}`)) ?? '')) continue;
       locked.push(await fs.readlink(`/proc/${pid}/fd/${descriptor}`));
     } catch {
       // closed meanwhile
