@@ -539,7 +539,9 @@ export function parseSerialLog(log: string): ProbeReport[] {
   const reports: ProbeReport[] = [];
   let current: ProbeReport | undefined;
   let output: string[] = [];
-  for (const line of log.split(/\r?\n/)) {
+  // Lines end in CRLF (the serial console), and those apt copied from dpkg's pty in CR CR LF;
+  // a progress line has bare CRs inside.
+  for (const line of log.split(/\r*\n/)) {
     const begin = /BOOTENV-PROBE-BEGIN phase=(early|late) root=(\S+) boot_id=(\S+) uptime=(\S+)/.exec(line);
     if (begin !== null) {
       const [, phase, source = '', bootId = '', uptime = ''] = begin;
@@ -549,7 +551,7 @@ export function parseSerialLog(log: string): ProbeReport[] {
       continue;
     }
     if (current === undefined) continue;
-    const out = /BOOTENV-OUT: (.*)$/.exec(line);
+    const out = /BOOTENV-OUT: ([^]*)$/.exec(line);
     if (out !== null) {
       output.push(out[1] ?? '');
       continue;

@@ -31,6 +31,26 @@ describe('parseSerialLog', () => {
     ]);
   });
 
+  it("keeps the lines apt copied from dpkg's pty (CR CR LF), as a real apt run in the guest printed them", () => {
+    const log = [
+      'BOOTENV-PROBE-BEGIN phase=late root=/dev/vda2[/@bootenv/debian-12] boot_id=x uptime=80.1\r\n',
+      'BOOTENV-OUT: + apt-get install -y bootenv-t-marker\r\n',
+      'BOOTENV-OUT: (Reading database ... \r(Reading database ... 100%\r(Reading database ... 15522 files and directories currently installed.)\r\r\n',
+      'BOOTENV-OUT: Preparing to unpack ..././bootenv-t-marker_1.0_all.deb ...\r\r\n',
+      'BOOTENV-OUT: Unpacking bootenv-t-marker (1.0) ...\r\r\n',
+      'BOOTENV-OUT: bootenv: apt\'s changes are in boot environment apt-20261202-1 (@bootenv/apt-20261202-1); the running system is unchanged. Reboot to use it.\r\n',
+      'BOOTENV-PROBE-END rc=0\r\n',
+    ].join('');
+    const [report] = parseSerialLog(log);
+    expect(report?.output.split('\n')).toEqual([
+      '+ apt-get install -y bootenv-t-marker',
+      '(Reading database ... \r(Reading database ... 100%\r(Reading database ... 15522 files and directories currently installed.)',
+      'Preparing to unpack ..././bootenv-t-marker_1.0_all.deb ...',
+      'Unpacking bootenv-t-marker (1.0) ...',
+      "bootenv: apt's changes are in boot environment apt-20261202-1 (@bootenv/apt-20261202-1); the running system is unchanged. Reboot to use it.",
+    ]);
+  });
+
   it.each([
     { name: 'no step left', log: 'BOOTENV-PROBE-BEGIN phase=late root=/dev/vda2[/@] boot_id=x uptime=1.5\r\nBOOTENV-PROBE-END no step\r\n', exitCode: undefined, count: 1 },
     { name: 'a failed step', log: 'BOOTENV-PROBE-BEGIN phase=early root=/dev/vda2[/@] boot_id=x uptime=1\nBOOTENV-PROBE-END rc=3\n', exitCode: 3, count: 1 },
