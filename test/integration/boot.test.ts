@@ -138,7 +138,7 @@ describe('booting bootenv for real: GRUB 2.06, Debian 12 kernel and systemd, on 
         COUNT_RECORDS,
         REBOOT,
       ].join('\n'),
-      { late: true, timeoutSeconds: 1800 },
+      { late: true, timeoutSeconds: 2400 },
     );
     const first = cameUp(firstBoot);
     expect(first.subvolume).toBe(`@bootenv/${FIRST}`);

@@ -80,11 +80,7 @@ describe('UEFI (OVMF): shim and GRUB upgraded inside a BE, with a kernel; rollba
     });
   }, STEP_TIMEOUT_MS);
 
-  // Steps 2–6 are skipped: on this OVMF guest, beadm's finalize at DPkg::Post-Invoke finds none of the
-  // transaction's mounts (a hook run just before it lists them all), so the deferred grub-install is
-  // refused ("no ESP is mounted") and the apt run exits 100 — issue 15 stays open until that is found.
-  // The BIOS story (boot.test.ts) runs the same path through to the end.
-  it.skip("2. in the first BE, a diverted apt-get install of the upgraded GRUB packages and kernel lands in a new BE; grub-install ran at commit into the ESP and GRUB's home", async () => {
+  it("2. in the first BE, a diverted apt-get install of the upgraded GRUB packages and kernel lands in a new BE; grub-install ran at commit into the ESP and GRUB's home", async () => {
     const names = upgrades.map((upgrade) => upgrade.name);
     const report = cameUp(
       await machine.boot(
@@ -106,7 +102,7 @@ describe('UEFI (OVMF): shim and GRUB upgraded inside a BE, with a kernel; rollba
           'echo "-- efibootmgr"',
           'efibootmgr || true',
         ].join('\n'),
-        { late: true, timeoutSeconds: 1500 },
+        { late: true, timeoutSeconds: 1800 },
       ),
     );
     expect(report.subvolume).toBe(`@bootenv/${FIRST}`);
@@ -142,9 +138,9 @@ describe('UEFI (OVMF): shim and GRUB upgraded inside a BE, with a kernel; rollba
       expect(menu).toContain(`rootflags=subvol=@bootenv/${upgraded} `);
       expect(menu).toContain(`rootflags=subvol=@bootenv/${FIRST} `);
     });
-  }, STEP_TIMEOUT_MS);
+  }, STEP_TIMEOUT_MS + 600_000);
 
-  it.skip('3. the new BE boots (its own kernel, through the new GRUB); beadm activate <previous>', async () => {
+  it('3. the new BE boots (its own kernel, through the new GRUB); beadm activate <previous>', async () => {
     const kernel = upgrades.find((upgrade) => upgrade.name === `linux-image-${kernelVersion}`) as UpgradePackage;
     const report = cameUp(
       await machine.boot('upgraded-be', [`dpkg-query -W ${kernel.name} grub-efi-amd64`, 'cat /proc/cmdline', 'findmnt -n -o FSTYPE,TARGET /boot/efi', `beadm activate ${FIRST}`].join('\n')),
@@ -155,7 +151,7 @@ describe('UEFI (OVMF): shim and GRUB upgraded inside a BE, with a kernel; rollba
     expect(report.output).toMatch(/^vfat\s+\/boot\/efi$/m);
   }, STEP_TIMEOUT_MS);
 
-  it.skip('4. the previous BE boots with the newer boot loader and its own older GRUB packages; a broken trial BE is activated once', async () => {
+  it('4. the previous BE boots with the newer boot loader and its own older GRUB packages; a broken trial BE is activated once', async () => {
     const grub = upgrades.find((upgrade) => upgrade.name === 'grub-efi-amd64') as UpgradePackage;
     const report = cameUp(
       await machine.boot(
@@ -181,7 +177,7 @@ describe('UEFI (OVMF): shim and GRUB upgraded inside a BE, with a kernel; rollba
     expect(report.output).toContain(`next_entry=bootenv-${BROKEN}`);
   }, STEP_TIMEOUT_MS);
 
-  it.skip('5. GRUB on UEFI boots the one-shot trial, whose init fails; the next boot, unattended, is the default BE; beadm destroy <new>', async () => {
+  it('5. GRUB on UEFI boots the one-shot trial, whose init fails; the next boot, unattended, is the default BE; beadm destroy <new>', async () => {
     const trial = await machine.boot('trial-broken', undefined);
     expect(trial.timedOut, trial.log).toBe(false);
     expect(trial.steps).toEqual([]);
@@ -196,7 +192,7 @@ describe('UEFI (OVMF): shim and GRUB upgraded inside a BE, with a kernel; rollba
     expect(await environments()).toEqual([`@bootenv/${FIRST}`]);
   }, STEP_TIMEOUT_MS);
 
-  it.skip('6. with the BE that brought the GRUB upgrade destroyed, the machine boots; a GRUB upgrade the ESP has no room for is refused (NO_SPACE) and writes nothing', async () => {
+  it('6. with the BE that brought the GRUB upgrade destroyed, the machine boots; a GRUB upgrade the ESP has no room for is refused (NO_SPACE) and writes nothing', async () => {
     const report = cameUp(
       await machine.boot(
         'after-destroy-esp-full',
@@ -221,7 +217,7 @@ describe('UEFI (OVMF): shim and GRUB upgraded inside a BE, with a kernel; rollba
     );
     expect(report.subvolume).toBe(`@bootenv/${FIRST}`);
     expect(report.output).toContain('apt-get exit status 100');
-    expect(report.output).toMatch(/the ESP \(\/boot\/efi\) has 0\.\d MiB free, and writing EFI\/debian\/shimx64\.efi, .* needs [\d.]+ MiB: nothing was written, and boot environment \S+ was discarded/);
+    expect(report.output).toMatch(/the ESP \(\/boot\/efi\) has 0\.\d MiB free, and writing .*EFI\/debian\/shimx64\.efi.* needs [\d.]+ MiB: nothing was written, and boot environment \S+ was discarded/);
     expect(report.output).not.toContain('ran grub-install');
     expect(report.output).toMatch(/^\.\/debian\/grubx64\.efi: OK$/m);
     expect(espFiles(report.output, '-- after')).toEqual(espFiles(report.output, '-- before'));
