@@ -4,9 +4,11 @@
 // what prune then removes, and the host's `btrfs subvolume list` shows exactly those gone and
 // every protected BE still there; GRUB's menu loses the removed BEs' entries. The refusals exit
 // with their codes: a pinned BE's destroy PINNED, a bad --keep USAGE.
+import path from 'node:path';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
 import type { PruneResult } from '../../src/be/prune.js';
 import { EXIT_CODES } from '../../src/errors.js';
+import { installRepositoryInRoot } from '../harness/repo.js';
 import { useSandbox } from '../harness/use-sandbox.js';
 
 const FIRST = '@bootenv/debian-12';
@@ -121,5 +123,31 @@ describe('beadm prune', () => {
     expect(again.exitCode).toBe(0);
     expect(again.stdout).toMatch(/^Nothing to prune \(keep = 2\)\.$/m);
     expect(await names()).toEqual(after);
+  });
+});
+
+describe('a pinned pending BE', () => {
+  it("moves its pin to the BE of the next apt run that includes and replaces it", async () => {
+    await sandbox().withTopLevel((top) => installRepositoryInRoot(path.join(top, FIRST)));
+    // One boot: the pending BE of the first apt run lives in this boot's /run.
+    const script = `export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq; apt-get install -y bootenv-t-marker > /dev/null; echo "rc-first=$?"
+      first=$(sed -n 's/^ *"name": "\\(.*\\)",$/\\1/p' /run/bootenv/pending/pending.json); echo "first=$first"
+      beadm pin "$first"; echo "rc-pin=$?"
+      apt-get install -y bootenv-t-conf 2>&1; echo "rc-second=$?"
+      echo "list:"; beadm list --json`;
+    const result = await sandbox().boot(FIRST, ['bash', '-c', script]);
+    expect(result.stdout).toContain('rc-first=0');
+    expect(result.stdout).toContain('rc-pin=0');
+    expect(result.stdout).toContain('rc-second=0');
+    const first = /^first=(\S+)$/m.exec(result.stdout)?.[1] as string;
+    const replacement = /^bootenv: (\S+) includes and replaces (\S+), /m.exec(result.stdout);
+    expect(replacement?.[2], result.stdout).toBe(first);
+    const second = replacement?.[1] as string;
+    const listed = JSON.parse(result.stdout.split('list:\n')[1] ?? 'null') as Array<{ name: string; pinned: boolean }>;
+    expect(listed.filter((be) => be.pinned).map((be) => be.name).sort()).toEqual([second, 'pinned'].sort());
+    const after = await names();
+    expect(after).not.toContain(first);
+    expect(after).toContain(second);
   });
 });
