@@ -3,8 +3,8 @@
  * pin, unpin, rename, mount, unmount, boot-complete, upgrade. Every safety
  * rule lives here, not in the CLI: the booted BE, the next-boot BE, a pinned
  * BE and the installed root are never destroyed (destroyRefusals is the one
- * list of what may not be, which prune uses too); only subvolumes directly under @bootenv/ with a
- * valid name are BEs, and nothing else is ever touched; a change to BEs and
+ * list of what may not be, which prune uses too); only subvolumes directly
+ * under @bootenv/ with a valid name are BEs, and nothing else is ever touched; a change to BEs and
  * the GRUB menu either completes or is undone. Each operation opens a session
  * (./transaction.ts: global lock, a private mount of the btrfs top level that
  * is gone when it returns, interrupted apt transactions cleaned up first).
@@ -521,7 +521,7 @@ export async function destroyBootEnvironment(name: string, options: DestroyOptio
  * Pins BE `name` (`pinned`: destroy refuses it, prune keeps it) or unpins it:
  * sets or drops the flag in its state record, written atomically. Pinning a
  * pinned BE, or unpinning one that is not, changes nothing. Needs root.
- * Throws NOT_FOUND, INVALID_NAME, and NOT_FOUND for a BE bootenv has no
+ * Throws INVALID_NAME, and NOT_FOUND for no such BE or one bootenv has no
  * record of (made by another tool: there is nowhere to keep the flag).
  */
 export async function pinBootEnvironment(name: string, pinned: boolean, options: Options = {}): Promise<BootEnvironment> {
