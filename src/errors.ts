@@ -38,6 +38,8 @@ export const EXIT_CODES = {
   NOT_ROOT: 15,
   /** Not enough free space for what the operation would write (the ESP, GRUB's home); nothing was written. */
   NO_SPACE: 16,
+  /** The BE is pinned (`beadm pin`): destroy refuses it and prune keeps it until `beadm unpin`. */
+  PINNED: 17,
   /** Interrupted by a signal; everything half-done was undone. */
   INTERRUPTED: 130,
 } as const;

@@ -21,6 +21,8 @@
  *                 nothing.
  *   carry-exclude absolute paths, separated by spaces, never carried (one or
  *                 more lines; each adds to the list).
+ *   keep          how many of the newest BEs `beadm prune` keeps (digits
+ *                 only; default 10); protected BEs are kept besides.
  * Pure parse; unknown keys and bad values are errors, so a typo is not ignored.
  */
 import { BootenvError } from '../errors.js';
@@ -41,9 +43,16 @@ export interface BootenvConfig {
   rollbackCarry: CarrySetting;
   /** Absolute paths never carried. */
   carryExclude: string[];
+  /** How many of the newest BEs `beadm prune` keeps (./prune-plan.ts). */
+  keep: number;
 }
 
-export const DEFAULT_CONFIG: BootenvConfig = { divert: 'always', nameTemplate: 'apt-{date}-{n}', skipUnchanged: true, carry: 'all', rollbackCarry: 'data', carryExclude: [] };
+export const DEFAULT_CONFIG: BootenvConfig = { divert: 'always', nameTemplate: 'apt-{date}-{n}', skipUnchanged: true, carry: 'all', rollbackCarry: 'data', carryExclude: [], keep: 10 };
+
+/** Parses a count of BEs to keep (bootenv.conf's `keep`, prune --keep): digits only; undefined otherwise. */
+export function parseKeepCount(value: string): number | undefined {
+  return /^[0-9]+$/.test(value) ? Number(value) : undefined;
+}
 
 /** Parses a carry setting (bootenv.conf's `carry`, BOOTENV_CARRY, --carry); undefined when it is none of all, data, none. */
 export function parseCarrySetting(value: string): CarrySetting | undefined {
@@ -88,6 +97,10 @@ export function parseConfig(text: string): BootenvConfig {
         }
         config.carryExclude.push(excluded.replace(/\/+$/, ''));
       }
+    } else if (key === 'keep') {
+      const keep = parseKeepCount(value);
+      if (keep === undefined) throw new BootenvError('PARSE', `${CONFIG_FILE} line ${index + 1}: keep is a number of boot environments (digits only), not ${JSON.stringify(value)}`);
+      config.keep = keep;
     } else {
       throw new BootenvError('PARSE', `${CONFIG_FILE} line ${index + 1}: unknown setting ${JSON.stringify(key)}`);
     }

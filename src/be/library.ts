@@ -1,9 +1,10 @@
 /**
  * The boot environment operations: init, list, create, activate, destroy,
- * rename, mount, unmount, boot-complete, upgrade. Every safety rule lives
- * here, not in the CLI: the booted BE, the next-boot BE and the installed
- * root are never destroyed; only subvolumes directly under @bootenv/ with a
- * valid name are BEs, and nothing else is ever touched; a change to BEs and
+ * pin, unpin, rename, mount, unmount, boot-complete, upgrade. Every safety
+ * rule lives here, not in the CLI: the booted BE, the next-boot BE, a pinned
+ * BE and the installed root are never destroyed (destroyRefusals is the one
+ * list of what may not be, which prune uses too); only subvolumes directly
+ * under @bootenv/ with a valid name are BEs, and nothing else is ever touched; a change to BEs and
  * the GRUB menu either completes or is undone. Each operation opens a session
  * (./transaction.ts: global lock, a private mount of the btrfs top level that
  * is gone when it returns, interrupted apt transactions cleaned up first).
@@ -70,6 +71,8 @@ export interface BootEnvironment {
   kernel: string | null;
   /** Whether a boot of it ever reached multi-user.target (recorded by `beadm boot-complete --good`). */
   bootedSuccessfully: boolean;
+  /** Pinned with `beadm pin`: destroy refuses it, prune keeps it. */
+  pinned: boolean;
   /** The carry of its origin's changes pending until it boots (beadm carry --dry-run NAME counts them), or null. */
   carry: { origin: string | null; mode: CarryMode; since: string } | null;
   /** What the last carry into it did, or null. */
@@ -135,6 +138,7 @@ async function describe(session: Session, state: BootenvState | undefined): Prom
           : (nameByUuid.get(originUuid) ?? (originUuid === installedRootUuid ? '(installed root)' : null)),
       kernel: (await bootFilesOf(session, subvolume.path))?.version ?? null,
       bootedSuccessfully: record?.lastGoodBoot !== undefined,
+      pinned: record?.pinned === true,
       carry:
         record?.carry === undefined
           ? null
@@ -441,41 +445,101 @@ export interface DestroyOptions extends Options {
   force?: boolean;
 }
 
+/** Why BE `name` may not be destroyed: each reason with the error destroy throws for it. */
+export interface DestroyRefusal {
+  reason: 'running' | 'default' | 'one-shot' | 'pinned' | 'carry-origin' | 'mounted';
+  error: BootenvError;
+}
+
+/**
+ * Every reason BE `name` (`subvolume`) may not be destroyed, in the order
+ * destroy reports them: the running BE, the default BE, the one-shot BE
+ * (BUSY), a pinned BE (PINNED), the origin another BE's pending carry reads
+ * from (BUSY), a mounted BE (BUSY; destroy -F unmounts it instead). Empty
+ * when it may be. Reads grubenv; changes nothing.
+ */
+export async function destroyRefusals(session: Session, state: BootenvState, name: string, subvolume: Subvolume): Promise<DestroyRefusal[]> {
+  const refusals: DestroyRefusal[] = [];
+  if (subvolume.path === session.probe.bootedSubvolume) {
+    refusals.push({ reason: 'running', error: new BootenvError('BUSY', `${name} is the running BE`, { hint: 'boot another BE first' }) });
+  }
+  if (subvolume.uuid === state.defaultUuid) {
+    refusals.push({ reason: 'default', error: new BootenvError('BUSY', `${name} is the default BE for the next boot`, { hint: 'activate another BE first' }) });
+  }
+  if ((await readOneShot(installedRootPath(session, state))).pending === name) {
+    refusals.push({ reason: 'one-shot', error: new BootenvError('BUSY', `${name} is activated for the next boot (one-shot)`, { hint: 'activate another BE first' }) });
+  }
+  if (state.environments[subvolume.uuid]?.pinned === true) {
+    refusals.push({ reason: 'pinned', error: new BootenvError('PINNED', `${name} is pinned`, { hint: `beadm unpin ${name} first` }) });
+  }
+  const carrying = carriesFrom(session, state, subvolume);
+  if (carrying.length > 0) {
+    refusals.push({
+      reason: 'carry-origin',
+      error: new BootenvError('BUSY', `${carrying.join(', ')} ${carrying.length === 1 ? 'is' : 'are'} to carry what changed in ${name} since ${carrying.length === 1 ? 'it was' : 'they were'} made: destroying ${name} would lose it`, {
+        hint: `boot ${carrying[0]} first (or run beadm carry ${carrying[0]}), or drop that carry: beadm activate --carry none ${carrying[0]}`,
+      }),
+    });
+  }
+  const mounts = extraMounts(session.probe, session.probe.mounts, subvolume.path);
+  if (mounts.length > 0) {
+    refusals.push({ reason: 'mounted', error: new BootenvError('BUSY', `${name} is mounted at ${mounts.map((m) => m.mountPoint).join(', ')}`, { hint: `beadm unmount ${name}, or destroy -F` }) });
+  }
+  return refusals;
+}
+
+/**
+ * Destroys BE `name` within an open session (destroy, and prune for each BE
+ * it removes): throws the first of destroyRefusals (a mounted BE is
+ * unmounted instead when `force`), else unmounts it if needed and forgets it
+ * (./environments.ts: state record, menu, subvolume last). Needs root.
+ */
+export async function destroyInSession(scope: Scope, session: Session, state: BootenvState, name: string, options: { force?: boolean } = {}): Promise<{ name: string; subvolume: string }> {
+  const subvolume = findBootEnvironment(session, name);
+  const refusal = (await destroyRefusals(session, state, name, subvolume)).find(({ reason }) => !(reason === 'mounted' && options.force));
+  if (refusal !== undefined) throw refusal.error;
+  await unmountAll(extraMounts(session.probe, session.probe.mounts, subvolume.path));
+  await forgetBootEnvironment(scope, session, { uuid: subvolume.uuid, subvolume: subvolume.path }, true);
+  return { name, subvolume: subvolume.path };
+}
+
 /**
  * Deletes BE `name`: its subvolume, metadata and GRUB entry. Refuses (BUSY)
- * the booted BE, the default and the one-shot BE, and a mounted BE unless
- * `force`. Touches no subvolume that is not a BE.
+ * the booted BE, the default and the one-shot BE, the origin of another BE's
+ * pending carry, and a mounted BE unless `force`; a pinned BE (PINNED).
+ * Touches no subvolume that is not a BE.
  */
 export async function destroyBootEnvironment(name: string, options: DestroyOptions = {}): Promise<{ name: string; subvolume: string }> {
   assertValidName(name);
   return withScope(async (scope) => {
     const session = await openSession(scope, options);
+    return destroyInSession(scope, session, requireState(session), name, options);
+  });
+}
+
+/**
+ * Pins BE `name` (`pinned`: destroy refuses it, prune keeps it) or unpins it:
+ * sets or drops the flag in its state record, written atomically. Pinning a
+ * pinned BE, or unpinning one that is not, changes nothing. Needs root.
+ * Throws INVALID_NAME, and NOT_FOUND for no such BE or one bootenv has no
+ * record of (made by another tool: there is nowhere to keep the flag).
+ */
+export async function pinBootEnvironment(name: string, pinned: boolean, options: Options = {}): Promise<BootEnvironment> {
+  assertValidName(name);
+  return withScope(async (scope) => {
+    const session = await openSession(scope, options);
     const state = requireState(session);
     const subvolume = findBootEnvironment(session, name);
-    if (subvolume.path === session.probe.bootedSubvolume) {
-      throw new BootenvError('BUSY', `${name} is the running BE`, { hint: 'boot another BE first' });
+    const record = state.environments[subvolume.uuid];
+    if (record === undefined) {
+      throw new BootenvError('NOT_FOUND', `bootenv has no record of ${name} (made by another tool?), so it cannot be ${pinned ? 'pinned' : 'unpinned'}`);
     }
-    if (subvolume.uuid === state.defaultUuid) {
-      throw new BootenvError('BUSY', `${name} is the default BE for the next boot`, { hint: 'activate another BE first' });
+    if ((record.pinned === true) !== pinned) {
+      if (pinned) record.pinned = true;
+      else delete record.pinned;
+      await saveState(scope, session, state);
     }
-    if ((await readOneShot(installedRootPath(session, state))).pending === name) {
-      throw new BootenvError('BUSY', `${name} is activated for the next boot (one-shot)`, { hint: 'activate another BE first' });
-    }
-    const carrying = carriesFrom(session, state, subvolume);
-    if (carrying.length > 0) {
-      throw new BootenvError('BUSY', `${carrying.join(', ')} ${carrying.length === 1 ? 'is' : 'are'} to carry what changed in ${name} since ${carrying.length === 1 ? 'it was' : 'they were'} made: destroying ${name} would lose it`, {
-        hint: `boot ${carrying[0]} first (or run beadm carry ${carrying[0]}), or drop that carry: beadm activate --carry none ${carrying[0]}`,
-      });
-    }
-    const mounts = extraMounts(session.probe, session.probe.mounts, subvolume.path);
-    if (mounts.length > 0 && !options.force) {
-      throw new BootenvError('BUSY', `${name} is mounted at ${mounts.map((m) => m.mountPoint).join(', ')}`, {
-        hint: `beadm unmount ${name}, or destroy -F`,
-      });
-    }
-    await unmountAll(mounts);
-    await forgetBootEnvironment(scope, session, { uuid: subvolume.uuid, subvolume: subvolume.path }, true);
-    return { name, subvolume: subvolume.path };
+    return describeOne(session, name);
   });
 }
 

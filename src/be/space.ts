@@ -3,7 +3,7 @@
  * demand, between any two BEs, for BEs made before bootenv or by other tools)
  * and `beadm audit` (per BE: bytes referenced, exclusive, shared with its
  * origin, identical to its origin's but unshared, and what destroying it
- * would free). Audit numbers come from every subvolume's tree as last
+ * would free; for prune, what destroying several BEs frees). Audit numbers come from every subvolume's tree as last
  * committed, read from the devices (btrfs/dump-tree.ts), counted as quota
  * groups count (dedupe/space.ts): they need no quotas; with quotas on, the
  * quota groups' numbers are given beside them and checked against them.
@@ -14,7 +14,7 @@ import type { TreeReferences } from '../btrfs/dump-tree.js';
 import { mountAt, readMountTable } from '../btrfs/mountinfo.js';
 import type { Subvolume } from '../btrfs/parse.js';
 import { inlineLimit } from '../dedupe/plan.js';
-import { countReferences, measureSubvolumeSpace, QUOTA_TOLERANCE, relativeDifference } from '../dedupe/space.js';
+import { countReferences, measureFreedTogether, measureSubvolumeSpace, QUOTA_TOLERANCE, relativeDifference } from '../dedupe/space.js';
 import { BootenvError } from '../errors.js';
 import { withScope } from '../sys/scope.js';
 import { bootEnvironmentSubvolumes, findBootEnvironment, requireState, type Options, type Session } from './session.js';
@@ -143,6 +143,52 @@ async function readSubvolumeTrees(session: Session, devices: readonly string[], 
   }
 }
 
+function treeOf(trees: ReadonlyMap<number, TreeReferences>, subvolume: Subvolume): TreeReferences {
+  const tree = trees.get(subvolume.id);
+  if (tree === undefined) throw new BootenvError('INTERNAL', `dump-tree listed no tree for subvolume ${subvolume.id} (${subvolume.path})`);
+  return tree;
+}
+
+/** The read-only snapshots under @bootenv/.carry that the pending carry of BE `subvolume` keeps (none without a carry). */
+function carrySnapshotsOf(session: Session, state: BootenvState, subvolume: Subvolume): Subvolume[] {
+  const carry = state.environments[subvolume.uuid]?.carry;
+  return carry === undefined ? [] : session.subvolumes.filter((candidate) => candidate.uuid === carry.baseUuid || candidate.uuid === carry.newBaseUuid);
+}
+
+export interface DestroyedSpace {
+  /** Per BE, by subvolume UUID: what destroying it alone frees (the audit's freedByDestroyBytes). */
+  freedByDestroyBytes: Map<string, number>;
+  /** What destroying all of them frees: also what they (and their carries' snapshots) share only among themselves. */
+  freedTogetherBytes: number;
+}
+
+/**
+ * What destroying `targets` (BEs of `session`) would free, each alone and
+ * all together, counted as the audit counts (no quotas needed). Reads only:
+ * commits the filesystem, drops its devices' page cache and reads every
+ * subvolume's tree. Throws COMMAND_FAILED or PARSE when a tree cannot be read.
+ */
+export async function measureDestroyedSpace(session: Session, state: BootenvState, targets: readonly Subvolume[]): Promise<DestroyedSpace> {
+  const freedByDestroyBytes = new Map<string, number>();
+  if (targets.length === 0) return { freedByDestroyBytes, freedTogetherBytes: 0 };
+  const geometry = await filesystemGeometry(session.top);
+  const trees = await readSubvolumeTrees(session, geometry.devices, () => undefined);
+  const counts = countReferences(trees.values());
+  const exclusiveOf = (subvolume: Subvolume) => measureSubvolumeSpace(treeOf(trees, subvolume), counts, geometry.nodeSize, null).exclusiveBytes;
+  const targetUuids = new Set(targets.map((target) => target.uuid));
+  // A carry snapshot goes with the destroyed BEs unless a BE that stays still needs it.
+  const keptCarries = new Set(
+    Object.entries(state.environments).flatMap(([uuid, record]) => (targetUuids.has(uuid) || record.carry === undefined ? [] : [record.carry.baseUuid, record.carry.newBaseUuid])),
+  );
+  const together: Subvolume[] = [];
+  for (const target of targets) {
+    const snapshots = carrySnapshotsOf(session, state, target);
+    freedByDestroyBytes.set(target.uuid, exclusiveOf(target) + snapshots.reduce((sum, snapshot) => sum + exclusiveOf(snapshot), 0));
+    together.push(target, ...snapshots.filter((snapshot) => !keptCarries.has(snapshot.uuid) && !together.includes(snapshot)));
+  }
+  return { freedByDestroyBytes, freedTogetherBytes: measureFreedTogether(together.map((subvolume) => treeOf(trees, subvolume)), counts, geometry.nodeSize) };
+}
+
 /**
  * Audits the named BEs (all when `names` is empty). Reads only (commits the
  * filesystem and drops its devices' page cache first); mounts the top level
@@ -166,17 +212,12 @@ export async function auditBootEnvironments(names: readonly string[], options: A
     const quotas = await qgroupUsage(session.top);
     const limit = await topInlineLimit(session);
     const counts = countReferences(trees.values());
-    const treeOf = (subvolume: Subvolume): TreeReferences => {
-      const tree = trees.get(subvolume.id);
-      if (tree === undefined) throw new BootenvError('INTERNAL', `dump-tree listed no tree for subvolume ${subvolume.id} (${subvolume.path})`);
-      return tree;
-    };
     const audits: SpaceAudit[] = [];
     let passesDone = 0;
     for (const { name, subvolume } of targets) {
       const root = path.join(session.top, subvolume.path);
       const origin = originOf(session, state, subvolume);
-      const space = measureSubvolumeSpace(treeOf(subvolume), counts, geometry.nodeSize, origin === undefined ? null : treeOf(origin));
+      const space = measureSubvolumeSpace(treeOf(trees, subvolume), counts, geometry.nodeSize, origin === undefined ? null : treeOf(trees, origin));
       let identical: number | null = null;
       if (origin !== undefined) {
         options.onProgress?.({ done: treeCount + passesDone, total: treeCount + passes, step: `identical files of ${name}` });
@@ -199,9 +240,10 @@ export async function auditBootEnvironments(names: readonly string[], options: A
             'quota groups are out of date after some operations: run btrfs quota rescan -w and audit again',
         );
       }
-      const carry = state.environments[subvolume.uuid]?.carry;
-      const carrySnapshots = carry === undefined ? [] : session.subvolumes.filter((candidate) => candidate.uuid === carry.baseUuid || candidate.uuid === carry.newBaseUuid);
-      const carrySnapshotBytes = carry === undefined ? null : carrySnapshots.reduce((sum, snapshot) => sum + measureSubvolumeSpace(treeOf(snapshot), counts, geometry.nodeSize, null).exclusiveBytes, 0);
+      const carrySnapshotBytes =
+        state.environments[subvolume.uuid]?.carry === undefined
+          ? null
+          : carrySnapshotsOf(session, state, subvolume).reduce((sum, snapshot) => sum + measureSubvolumeSpace(treeOf(trees, snapshot), counts, geometry.nodeSize, null).exclusiveBytes, 0);
       audits.push({
         name,
         subvolume: subvolume.path,

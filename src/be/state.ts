@@ -3,7 +3,8 @@
  * `@bootenv/.bootenv.json`, beside the BE subvolumes. It records which
  * subvolume is the installed root (GRUB's home), which BE boots by default,
  * and per BE (keyed by subvolume UUID, so a rename needs no update) its
- * origin, creation time, description, last good boot, and the carry of its
+ * origin, creation time, description, last good boot, whether it is pinned
+ * (kept by prune, refused by destroy), and the carry of its
  * origin's later changes that is pending for it (be/carry-records.ts); and
  * the shared subvolumes (be/share.ts): paths every BE mounts from one
  * subvolume of their own, with the progress of a share under way.
@@ -26,6 +27,8 @@ export interface BootEnvironmentRecord {
   transaction?: TransactionSummary;
   /** The last boot of this BE that reached multi-user.target (`beadm boot-complete --good`); absent if none did. */
   lastGoodBoot?: GoodBoot;
+  /** Set by `beadm pin`: destroy refuses the BE and prune keeps it. Absent (not false) when not pinned. */
+  pinned?: true;
   /** The carry of its origin's changes since it was made, pending until the BE boots; absent when there is none. */
   carry?: CarryRecord;
   /** What the last carry into it did. */
@@ -183,6 +186,7 @@ export function parseState(text: string): BootenvState {
     if (
       typeof record?.created !== 'string' ||
       typeof record.description !== 'string' ||
+      (record.pinned !== undefined && record.pinned !== true) ||
       (good !== undefined && (typeof good?.bootId !== 'string' || typeof good.at !== 'string')) ||
       (carry !== undefined &&
         (typeof carry?.id !== 'string' ||

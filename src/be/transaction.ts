@@ -551,8 +551,10 @@ async function finalize(
   const pending = await readPending();
   if (pending !== undefined) await clearPending(scope, session, pending);
   if (environment.basePending && pending !== undefined && pending.uuid === environment.baseUuid) {
-    // The replaced BE was never booted: the new one descends from what it descended from.
+    // The replaced BE was never booted: the new one descends from what it descended from, and
+    // holds everything it held, so a pin (beadm pin) moves to it rather than going with it.
     entry.originUuid = state.environments[pending.uuid]?.originUuid ?? entry.originUuid;
+    if (state.environments[pending.uuid]?.pinned === true) entry.pinned = true;
     await forgetBootEnvironment(scope, session, pending, true);
     replaced = pending.name;
   } else {

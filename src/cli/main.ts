@@ -15,6 +15,7 @@ import {
   initialize,
   listBootEnvironments,
   mountBootEnvironment,
+  pinBootEnvironment,
   renameBootEnvironment,
   unmountBootEnvironment,
   upgradeIntoBootEnvironment,
@@ -23,11 +24,12 @@ import {
 } from '../be/library.js';
 import { carryBootEnvironment } from '../be/carry.js';
 import { listShared, shareDirectories } from '../be/share.js';
-import { parseCarrySetting, type CarrySetting } from '../be/config.js';
+import { parseCarrySetting, parseKeepCount, type CarrySetting } from '../be/config.js';
+import { pruneBootEnvironments } from '../be/prune.js';
 import { enterTransaction, finishTransaction, prepareTransaction, recordDpkgFailure, type TransactionOutcome } from '../be/transaction.js';
 import { BootenvError, EXIT_CODES, asBootenvError } from '../errors.js';
 import { auditBootEnvironments, dedupeBootEnvironment, type AuditProgress } from '../be/space.js';
-import { clearProgress, progressFrameDue, renderActivationCarry, renderAudit, renderBootCarry, renderCarry, renderError, renderErrorJson, renderJson, renderList, renderListScripted, renderProgress, renderShared, renderSkipUnchanged } from './render.js';
+import { clearProgress, progressFrameDue, renderActivationCarry, renderAudit, renderBootCarry, renderCarry, renderError, renderErrorJson, renderJson, renderList, renderListScripted, renderProgress, renderPrune, renderShared, renderSkipUnchanged } from './render.js';
 
 declare const BOOTENV_VERSION: string;
 
@@ -91,6 +93,12 @@ function carrySetting(value: string): CarrySetting {
   const setting = parseCarrySetting(value);
   if (setting === undefined) throw new BootenvError('USAGE', `--carry is all, data or none, not ${JSON.stringify(value)}`);
   return setting;
+}
+
+function keepCount(value: string): number {
+  const keep = parseKeepCount(value);
+  if (keep === undefined) throw new BootenvError('USAGE', `--keep needs a number of boot environments (digits only), not ${JSON.stringify(value)}`);
+  return keep;
 }
 
 /** Commander's collector for a repeatable option. */
@@ -216,6 +224,27 @@ function buildProgram(
     .action(async (name: string, commandOptions: { force?: boolean }) => {
       const destroyed = await destroyBootEnvironment(name, { ...options, ...commandOptions });
       setReply({ data: destroyed, text: `Destroyed boot environment ${name} (${destroyed.subvolume}).\n` });
+    });
+
+  for (const [command, pinned] of [['pin', true], ['unpin', false]] as const) {
+    program
+      .command(command)
+      .description(pinned ? 'pin a BE: destroy refuses it and prune keeps it' : 'unpin a BE pinned with beadm pin')
+      .argument('<name>', pinned ? 'BE to pin' : 'BE to unpin')
+      .action(async (name: string) => {
+        const environment = await pinBootEnvironment(name, pinned, options);
+        setReply(environmentReply(environment, pinned ? `Boot environment ${name} is pinned: destroy refuses it and prune keeps it.` : `Boot environment ${name} is not pinned.`));
+      });
+  }
+
+  program
+    .command('prune')
+    .description('destroy the BEs beyond the newest N that nothing protects (running, default, one-shot, last good boot, pinned, mounted, a carry origin)')
+    .option('--keep <n>', 'how many of the newest BEs to keep (default: bootenv.conf keep, 10)')
+    .option('--dry-run', 'say what would be destroyed and what that frees, destroy nothing')
+    .action(async (commandOptions: { keep?: string; dryRun?: boolean }) => {
+      const result = await pruneBootEnvironments({ ...options, dryRun: commandOptions.dryRun === true, ...(commandOptions.keep === undefined ? {} : { keep: keepCount(commandOptions.keep) }) });
+      setReply({ data: result, text: renderPrune(result) });
     });
 
   program

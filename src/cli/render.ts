@@ -6,6 +6,8 @@
 import type { CarryReport } from '../be/carry.js';
 import type { BootEnvironment } from '../be/library.js';
 import type { CarrySummary, SharedSubvolume } from '../be/state.js';
+import type { KeepReason } from '../be/prune-plan.js';
+import type { PruneResult } from '../be/prune.js';
 import type { SkipUnchangedReport } from '../be/skip-unchanged.js';
 import type { SpaceAudit } from '../be/space.js';
 import type { BootenvError } from '../errors.js';
@@ -31,7 +33,7 @@ function formatCreated(iso: string | null): string {
   return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ${pad(date.getHours())}:${pad(date.getMinutes())}`;
 }
 
-/** `beadm list`: aligned columns with a header. */
+/** `beadm list`: aligned columns with a header; a pinned BE's description starts with "(pinned)" (-H and --json keep their fields: --json has `pinned`). */
 export function renderList(environments: readonly BootEnvironment[]): string {
   const rows = environments.map((be) => [
     be.name,
@@ -39,7 +41,7 @@ export function renderList(environments: readonly BootEnvironment[]): string {
     be.mountpoint ?? '-',
     formatBytes(be.exclusiveBytes),
     formatCreated(be.created),
-    be.description,
+    be.pinned ? `(pinned)${be.description === '' ? '' : ` ${be.description}`}` : be.description,
   ]);
   const all = [[...LIST_COLUMNS], ...rows];
   const widths = LIST_COLUMNS.map((_, column) => Math.max(...all.map((row) => (row[column] ?? '').length)));
@@ -57,6 +59,48 @@ export function renderListScripted(environments: readonly BootEnvironment[]): st
     )
     .map((line) => `${line}\n`)
     .join('');
+}
+
+function keepReasonText(reason: KeepReason, keep: number): string {
+  switch (reason) {
+    case 'running':
+      return 'running now';
+    case 'default':
+      return 'boots by default';
+    case 'one-shot':
+      return 'boots next (one-shot)';
+    case 'pinned':
+      return 'pinned';
+    case 'last-good':
+      return 'the last BE that booted successfully';
+    case 'carry-origin':
+      return "another BE's pending carry reads from it";
+    case 'mounted':
+      return 'mounted';
+    case 'newest':
+      return `among the newest ${keep}`;
+    case 'unknown-age':
+      return 'no record of when it was made';
+  }
+}
+
+/** Rows of two or more cells, aligned: every cell but the last padded to its column's width, after `indent`. */
+function alignedRows(rows: readonly string[][], indent: string): string {
+  const widths = rows.reduce<number[]>((found, row) => row.map((cell, column) => Math.max(found[column] ?? 0, cell.length)), []);
+  return rows.map((row) => `${indent}${row.map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column] ?? 0))).join('  ')}\n`).join('');
+}
+
+/** `beadm prune [--dry-run]`: what went (or would go) with what each frees, the total, and why each other BE stays. */
+export function renderPrune(result: PruneResult): string {
+  const count = result.destroyed.length;
+  const environments = `${count} boot environment${count === 1 ? '' : 's'}`;
+  const head =
+    count === 0
+      ? `Nothing to prune (keep = ${result.keep}).\n`
+      : `${result.dryRun ? 'Would destroy' : 'Destroyed'} ${environments}, freeing ${formatBytes(result.freedBytes)} (keep = ${result.keep}):\n` +
+        alignedRows(result.destroyed.map((be) => [be.name, `made ${formatCreated(be.created)}`, `${formatBytes(be.freedByDestroyBytes)} alone`]), '  ');
+  const kept = result.kept.length === 0 ? '' : `Kept:\n${alignedRows(result.kept.map((be) => [be.name, be.reasons.map((reason) => keepReasonText(reason, result.keep)).join(', ')]), '  ')}`;
+  return head + kept;
 }
 
 /** `beadm share`: one line per shared path (path, subvolume, mounted now or not); the ones just shared said first. */

@@ -5,7 +5,8 @@
  * bytes shared with its origin, counted the way btrfs quota groups count them
  * — each tree block one node size, each data extent its whole size on disk,
  * each once however many files or offsets use it — so that, quotas on or off,
- * the numbers are the quota groups' own. Also: whether two files' FIEMAP
+ * the numbers are the quota groups' own; and what deleting several
+ * subvolumes together frees. Also: whether two files' FIEMAP
  * extents lie in the very same places (already shared).
  */
 /** FIEMAP_EXTENT_DATA_INLINE from linux/fiemap.h. */
@@ -91,6 +92,24 @@ export function measureSubvolumeSpace(subvolume: SubvolumeReferences, counts: Re
     metadataExclusiveBytes: metadataExclusive,
     sharedWithOriginBytes: origin === null ? null : metadataShared + dataShared,
   };
+}
+
+/**
+ * What deleting all of `subvolumes` together frees: the tree blocks and data
+ * extents that only they refer to (`counts` from countReferences over every
+ * subvolume of the filesystem), each once. At least the sum of their
+ * exclusive bytes: it also holds what they share only among themselves.
+ */
+export function measureFreedTogether(subvolumes: readonly SubvolumeReferences[], counts: ReadonlyMap<number, number>, nodeSize: number): number {
+  const within = countReferences(subvolumes);
+  const onlyHere = (address: number) => within.get(address) === counts.get(address);
+  const blocks = new Set<number>();
+  const extents = new Map<number, number>();
+  for (const subvolume of subvolumes) {
+    for (const block of subvolume.blocks) if (onlyHere(block)) blocks.add(block);
+    for (const [extent, bytes] of subvolume.dataExtents) if (onlyHere(extent)) extents.set(extent, bytes);
+  }
+  return blocks.size * nodeSize + [...extents.values()].reduce((sum, bytes) => sum + bytes, 0);
 }
 
 /** Largest relative difference between bytes counted and quota groups' figures, beyond which the audit says they disagree. */

@@ -108,6 +108,15 @@ describe('config_divert and parseConfig', () => {
     ['carry-exclude of /', 'carry-exclude = /\ndivert = never\n'],
     ['carry-exclude with ..', 'carry-exclude = /srv/../etc\ndivert = never\n'],
     ['carry-exclude with a glob', 'carry-exclude = /srv/*\ndivert = never\n'],
+    ['keep beside never', 'keep = 3\ndivert = never\n'],
+    ['keep 0 beside never', 'divert = never\nkeep=0\n'],
+    ['keep with a comment beside never', 'keep = 12 # weekly\ndivert = never\n'],
+    ['negative keep beside never', 'keep = -1\ndivert = never\n'],
+    ['fractional keep beside never', 'keep = 2.5\ndivert = never\n'],
+    ['empty keep beside never', 'keep =\ndivert = never\n'],
+    ['keep of two numbers beside never', 'keep = 1 2\ndivert = never\n'],
+    ['keep as a word beside never', 'keep = all\ndivert = never\n'],
+    ['keep with a glob beside never', 'keep = [0-9]\ndivert = never\n'],
   ])('%s', (_, text) => {
     expect(callShell('config_divert', [], text).stdout.trim()).toBe(divertInTypeScript(text));
   });

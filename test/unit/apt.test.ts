@@ -84,12 +84,16 @@ describe('bootenv.conf', () => {
     ['  divert=auto   # comment\n', { divert: 'auto' }],
     ['name-template = upgrade-{date}-{time}\n', { nameTemplate: 'upgrade-{date}-{time}' }],
     ['carry = data\n', { carry: 'data' }],
+    ['keep = 3\n', { keep: 3 }],
+    ['keep = 0\n', { keep: 0 }],
+    ['keep=25 # a month of weekly upgrades\n', { keep: 25 }],
+    ['keep = 5\nkeep = 007\n', { keep: 7 }],
     ['carry = none\ncarry-exclude = /srv/scratch /var/cache/big/\ncarry-exclude = /opt/tmp\n', { carry: 'none', carryExclude: ['/srv/scratch', '/var/cache/big', '/opt/tmp'] }],
   ])('%j', (text, expected) => {
     expect(parseConfig(text)).toEqual({ ...DEFAULT_CONFIG, ...expected });
   });
 
-  it.each([['divert = sometimes\n'], ['colour = blue\n'], ['divert\n'], ['name-template = fixed\n'], ['carry = some\n'], ['carry-exclude = srv\n'], ['carry-exclude = /\n'], ['carry-exclude = /srv/../etc\n']])('rejects %j', (text) => {
+  it.each([['divert = sometimes\n'], ['colour = blue\n'], ['divert\n'], ['name-template = fixed\n'], ['carry = some\n'], ['carry-exclude = srv\n'], ['carry-exclude = /\n'], ['carry-exclude = /srv/../etc\n'], ['keep = -1\n'], ['keep = 2.5\n'], ['keep = ten\n'], ['keep =\n'], ['keep = 1 0\n'], ['keep = +3\n']])('rejects %j', (text) => {
     expect(() => parseConfig(text)).toThrow(BootenvError);
   });
 });

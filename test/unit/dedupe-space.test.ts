@@ -13,7 +13,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseQgroupShow } from '../../src/btrfs/parse.js';
 import { parseSubvolumeTreeIds, TreeDumpParser, type TreeReferences } from '../../src/btrfs/dump-tree.js';
-import { countReferences, measureSubvolumeSpace, mergeRanges, relativeDifference, sameExtents } from '../../src/dedupe/space.js';
+import { countReferences, measureFreedTogether, measureSubvolumeSpace, mergeRanges, relativeDifference, sameExtents } from '../../src/dedupe/space.js';
 
 const SHARED = 0x2000;
 const INLINE = 0x200;
@@ -83,6 +83,33 @@ describe('measureSubvolumeSpace', () => {
       sharedWithOriginBytes: 16384 + 8192,
     });
     expect(measureSubvolumeSpace(a, counts, 16384, null).sharedWithOriginBytes).toBeNull();
+  });
+});
+
+describe('measureFreedTogether', () => {
+  const a = { blocks: new Set([1000, 2000]), dataExtents: new Map([[10_000, 8192], [20_000, 4096]]) };
+  const b = { blocks: new Set([1000, 3000]), dataExtents: new Map([[10_000, 8192], [30_000, 512]]) };
+  const c = { blocks: new Set([3000, 4000]), dataExtents: new Map([[30_000, 512]]) };
+  const counts = countReferences([a, b, c]);
+
+  it.each<[string, Array<typeof a>, number]>([
+    ['nothing', [], 0],
+    ['one subvolume: its exclusive bytes', [a], 16384 + 4096],
+    ['two that share a block and an extent: those too, once; not what a third shares', [a, b], 2 * 16384 + 8192 + 4096],
+    ['what a third still refers to is not freed', [b], 0],
+    ['all of them: everything, each once', [a, b, c], 4 * 16384 + 8192 + 4096 + 512],
+  ])('%s', (_, subvolumes, bytes) => {
+    expect(measureFreedTogether(subvolumes, counts, 16384)).toBe(bytes);
+  });
+
+  it('is the sum of exclusive bytes where the subvolumes share nothing among themselves, on the captured filesystem', () => {
+    const trees = new Map([5, 256, 257].map((id) => [id, parseTree(captured(`dump-tree-${id}.btrfs-progs-6.2.txt`))]));
+    const all = countReferences(trees.values());
+    const one = trees.get(257) as TreeReferences;
+    expect(measureFreedTogether([one], all, 16384)).toBe(measureSubvolumeSpace(one, all, 16384, null).exclusiveBytes);
+    const snapshotAndOrigin = [trees.get(256), trees.get(257)] as TreeReferences[];
+    const exclusiveSum = snapshotAndOrigin.reduce((sum, tree) => sum + measureSubvolumeSpace(tree, all, 16384, null).exclusiveBytes, 0);
+    expect(measureFreedTogether(snapshotAndOrigin, all, 16384)).toBeGreaterThan(exclusiveSum);
   });
 });
 

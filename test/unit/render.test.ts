@@ -2,7 +2,8 @@
 import { describe, expect, it } from 'vitest';
 import type { BootEnvironment } from '../../src/be/library.js';
 import type { CarryReport } from '../../src/be/carry.js';
-import { LIST_COLUMNS, formatBytes, renderActivationCarry, renderBootCarry, renderCarry, renderList, renderListScripted } from '../../src/cli/render.js';
+import type { PruneResult } from '../../src/be/prune.js';
+import { LIST_COLUMNS, formatBytes, renderActivationCarry, renderBootCarry, renderCarry, renderList, renderListScripted, renderPrune } from '../../src/cli/render.js';
 
 // Local time, so the expected "Created" text does not depend on the test machine's time zone.
 const CREATED = new Date(2024, 4, 1, 9, 5).toISOString();
@@ -22,6 +23,7 @@ function be(name: string, fields: Partial<BootEnvironment> = {}): BootEnvironmen
     origin: null,
     kernel: '6.1.0-9-amd64',
     bootedSuccessfully: true,
+    pinned: false,
     carry: null,
     lastCarry: null,
     ...fields,
@@ -175,5 +177,53 @@ describe('renderActivationCarry', () => {
       "\nAt that boot it takes from apt-1 its data (files no package owns, outside /etc, /usr and /boot); debian-12's packages and /etc stay its own: what apt-1 changed there (packages, configuration, users) is not carried.",
     );
     expect(renderActivationCarry({ name: 'apt-2', carry: { origin: 'debian-12', mode: 'all', since: 'x' } })).toBe('\nAt that boot it takes from debian-12 what it changed (all but package state).');
+  });
+});
+
+describe('renderList of a pinned BE', () => {
+  it('starts its description with (pinned); -H keeps 6 fields and the description as it is', () => {
+    const environments = [be('b1', { pinned: true, description: 'known good' }), be('b2', { pinned: true })];
+    expect(renderList(environments).split('\n').slice(1, 3).map((line) => line.replace(/^.*09:05  /, ''))).toEqual(['(pinned) known good', '(pinned)']);
+    expect(renderListScripted(environments).split('\n')[0]?.split('\t')).toEqual(['b1', '-', '-', '-', CREATED, 'known good']);
+  });
+});
+
+describe('renderPrune', () => {
+  const result: PruneResult = {
+    dryRun: true,
+    keep: 2,
+    destroyed: [
+      { name: 'apt-20240501-1', subvolume: '@bootenv/apt-20240501-1', created: CREATED, freedByDestroyBytes: 3162112 },
+      { name: 'b2', subvolume: '@bootenv/b2', created: CREATED, freedByDestroyBytes: 16384 },
+    ],
+    freedBytes: 5 * 1024 ** 2,
+    kept: [
+      { name: 'b9', reasons: ['newest'] },
+      { name: 'debian-12', reasons: ['running', 'default', 'last-good'] },
+      { name: 'old', reasons: ['pinned'] },
+    ],
+  };
+
+  it('a dry run: what would go, what each frees alone, the total, and why each other BE stays', () => {
+    expect(renderPrune(result)).toBe(
+      [
+        'Would destroy 2 boot environments, freeing 5.0M (keep = 2):',
+        '  apt-20240501-1  made 2024-05-01 09:05  3.0M alone',
+        '  b2              made 2024-05-01 09:05  16K alone',
+        'Kept:',
+        '  b9         among the newest 2',
+        '  debian-12  running now, boots by default, the last BE that booted successfully',
+        '  old        pinned',
+        '',
+      ].join('\n'),
+    );
+  });
+
+  it('a prune says what it destroyed', () => {
+    expect(renderPrune({ ...result, dryRun: false, destroyed: result.destroyed.slice(0, 1) }).split('\n')[0]).toBe('Destroyed 1 boot environment, freeing 5.0M (keep = 2):');
+  });
+
+  it('nothing to prune', () => {
+    expect(renderPrune({ ...result, destroyed: [], freedBytes: 0, kept: [] })).toBe('Nothing to prune (keep = 2).\n');
   });
 });

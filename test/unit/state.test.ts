@@ -14,7 +14,7 @@ const STATE: BootenvState = {
       description: 'before upgrade to "trixie"\twith a tab',
       lastGoodBoot: { bootId: '6b20a848-2ee1-4884-8c5e-a3e4adee3afa', at: '2024-05-01T10:25:00.000Z' },
     },
-    '01a76dbb-d773-1142-b2e7-b41b708478ae': { originUuid: null, created: '2024-05-02T08:00:00.000Z', description: '' },
+    '01a76dbb-d773-1142-b2e7-b41b708478ae': { originUuid: null, created: '2024-05-02T08:00:00.000Z', description: '', pinned: true },
     '5b0a1c44-2f7e-7a4c-9d51-0e6b2f4e8a11': {
       originUuid: '43d7addb-b4f7-1242-bd1d-664a1313f13f',
       created: '2024-05-03T08:00:00.000Z',
@@ -90,6 +90,8 @@ describe('parseState', () => {
     ['a record with a numeric description', { ...valid, environments: { u: { originUuid: null, created: 'x', description: 1 } } }],
     ['a last good boot without a boot id', { ...valid, environments: { u: { originUuid: null, created: 'x', description: '', lastGoodBoot: { at: 'x' } } } }],
     ['a last good boot that is a string', { ...valid, environments: { u: { originUuid: null, created: 'x', description: '', lastGoodBoot: 'yes' } } }],
+    ['pinned false (absent when not pinned)', { ...valid, environments: { u: { originUuid: null, created: 'x', description: '', pinned: false } } }],
+    ['pinned as a string', { ...valid, environments: { u: { originUuid: null, created: 'x', description: '', pinned: 'yes' } } }],
     ['a carry of another mode', { ...valid, environments: { u: { originUuid: null, created: 'x', description: '', carry: { ...CARRY, mode: 'some' } } } }],
     ['a carry whose id is a path', { ...valid, environments: { u: { originUuid: null, created: 'x', description: '', carry: { ...CARRY, id: '../../etc' } } } }],
     ['a carry without base', { ...valid, environments: { u: { originUuid: null, created: 'x', description: '', carry: { ...CARRY, baseUuid: undefined } } } }],
