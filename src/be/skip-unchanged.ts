@@ -219,17 +219,20 @@ export async function shareUnchangedFiles(request: PassRequest): Promise<SkipUnc
   report.phaseSeconds.extents = phaseEnd();
   // Sharing needs no hashes: FIDEDUPERANGE compares the bytes itself and answers "differs".
   // Only a dry run (audit, beadm dedupe --dry-run), which asks the kernel nothing, hashes both
-  // files. Measured under qemu TCG on a kernel upgrade (4371 files, 439 MB): the hashing read both
-  // trees once more before the kernel read them again, most of the pass's 406 s.
-  const toShare: Array<{ candidate: Candidate; size: number }> = report.dryRun ? [] : unshared;
-  for (const [index, pair] of (report.dryRun ? unshared : []).entries()) {
-    throwIfInterrupted();
-    progress(index, unshared.length, 'hash');
-    const targetHash = await xxh64OfFile(path.join(request.targetRoot, pair.candidate.path));
-    const originHash = await xxh64OfFile(path.join(request.originRoot, pair.candidate.originPath));
-    const expected = pair.candidate.digest.startsWith('xxh64:') ? pair.candidate.digest.slice('xxh64:'.length) : targetHash;
-    if (targetHash !== originHash || targetHash !== expected) count(report.differs, pair.size);
-    else toShare.push(pair);
+  // files. On a kernel upgrade (4371 files, 439 MB; the pass took 406 s under qemu TCG) the hashing
+  // read both trees once more before the kernel read them again.
+  let toShare: Array<{ candidate: Candidate; size: number }> = unshared;
+  if (report.dryRun) {
+    toShare = [];
+    for (const [index, pair] of unshared.entries()) {
+      throwIfInterrupted();
+      progress(index, unshared.length, 'hash');
+      const targetHash = await xxh64OfFile(path.join(request.targetRoot, pair.candidate.path));
+      const originHash = await xxh64OfFile(path.join(request.originRoot, pair.candidate.originPath));
+      const expected = pair.candidate.digest.startsWith('xxh64:') ? pair.candidate.digest.slice('xxh64:'.length) : targetHash;
+      if (targetHash !== originHash || targetHash !== expected) count(report.differs, pair.size);
+      else toShare.push(pair);
+    }
   }
   report.phaseSeconds.hash = phaseEnd();
   if (report.dryRun) {
