@@ -30,7 +30,8 @@ const ESP_FILES = 'find /boot/efi/EFI -type f -printf "esp %P %T@\\n" | sort';
 
 /** `esp PATH MTIME` lines of an output (between `marker` and the next marker, when given) as path → mtime. */
 function espFiles(output: string, marker: string): Record<string, number> {
-  const section = output.split(`${marker}\n`)[1]?.split(/^-- /m)[0] ?? '';
+  // The marker's own line, not the `+ echo -- …` that sh -x traces before it.
+  const section = output.split(`\n${marker}\n`)[1]?.split(/^-- /m)[0] ?? '';
   const files: Record<string, number> = {};
   for (const match of section.matchAll(/^esp (\S+) (\S+)$/gm)) files[match[1] as string] = Number(match[2]);
   return files;
@@ -127,7 +128,7 @@ describe('UEFI (OVMF): shim and GRUB upgraded inside a BE, with a kernel; rollba
       expect(before[file], `${file} before`).toBeDefined();
       expect(after[file], `${file} after`).toBeGreaterThan(before[file] as number);
     }
-    const config = output.split('-- grub.cfg\n')[1]?.split('-- efibootmgr')[0] ?? '';
+    const config = output.split('\n-- grub.cfg\n')[1]?.split('-- efibootmgr')[0] ?? '';
     expect(config).toContain(`/${ROOT}/boot/grub`);
     expect(config).not.toContain('@bootenv');
     await machine.withTopLevel(async (top) => {
