@@ -221,6 +221,7 @@ describe('UEFI (OVMF): shim and GRUB upgraded inside a BE, with a kernel; rollba
     expect(report.output).toMatch(/the ESP \(\/boot\/efi\) has 0\.\d MiB free, and writing .*EFI\/debian\/shimx64\.efi.* needs [\d.]+ MiB: nothing was written, and boot environment \S+ was discarded/);
     expect(report.output).not.toContain('ran grub-install');
     expect(report.output).toMatch(/^\.\/debian\/grubx64\.efi: OK$/m);
+    expect(Object.keys(espFiles(report.output, '-- before'))).toContain('debian/shimx64.efi');
     expect(espFiles(report.output, '-- after')).toEqual(espFiles(report.output, '-- before'));
     expect(await environments()).toEqual([`@bootenv/${FIRST}`]);
   }, STEP_TIMEOUT_MS);
