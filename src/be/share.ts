@@ -48,7 +48,7 @@ const MERGED_USR_ALIASES = ['bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32'];
 const PACKAGES_NAMED = 10;
 
 /** The merged-/usr aliases of the root at `root` (e.g. [/bin, /usr/bin] when /bin is a symlink to usr/bin). */
-async function mergedUsrAliases(root: string): Promise<PathAliases> {
+export async function mergedUsrAliases(root: string): Promise<PathAliases> {
   const aliases: Array<readonly [string, string]> = [];
   for (const name of MERGED_USR_ALIASES) {
     const resolved = await realPathIfExists(path.join(root, name));

@@ -111,6 +111,8 @@ export interface TransactionSummary {
   packages: Array<{ package: string; architecture: string; oldVersion: string | null; newVersion: string | null; action: string }>;
   /** ISO 8601, once finished. */
   finished: string | null;
+  /** The apt runs stacked before this one into the BEs it replaced (in the same boot), oldest first; absent when none. */
+  earlier?: Array<{ command: string[]; packages: TransactionSummary['packages']; finished: string | null }>;
 }
 
 /** A path every BE mounts from a top-level subvolume of its own (`beadm share`): out of every snapshot, rollback and carry. */

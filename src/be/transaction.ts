@@ -386,7 +386,10 @@ async function openBootEnvironment(
   const carry = pending !== undefined ? { inherit: state.environments[pending.uuid]?.carry } : { mode: carrySettingOf(config) };
   const created = await makeBootEnvironment(scope, session, state, name, base.subvolume, description, carry);
   const entry = state.environments[created.uuid] as NonNullable<BootenvState['environments'][string]>;
-  entry.transaction = { open: true, subvolume, command: record.frontEnd.command, packages: record.actions, finished: null };
+  // A stacked run's BE keeps the record of the runs in the pending BE it replaces (beadm show).
+  const stacked = pending !== undefined ? state.environments[pending.uuid]?.transaction : undefined;
+  const earlier = stacked === undefined ? undefined : [...(stacked.earlier ?? []), { command: stacked.command, packages: stacked.packages, finished: stacked.finished }];
+  entry.transaction = { open: true, subvolume, command: record.frontEnd.command, packages: record.actions, finished: null, ...(earlier === undefined ? {} : { earlier }) };
   await saveState(scope, session, state);
   record.environment = { name, uuid: created.uuid, subvolume, baseUuid: base.subvolume.uuid, basePending: pending !== undefined };
 

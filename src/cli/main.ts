@@ -26,10 +26,12 @@ import { carryBootEnvironment } from '../be/carry.js';
 import { listShared, shareDirectories } from '../be/share.js';
 import { parseCarrySetting, parseKeepCount, type CarrySetting } from '../be/config.js';
 import { pruneBootEnvironments } from '../be/prune.js';
+import { diffBootEnvironments } from '../be/diff.js';
+import { showBootEnvironment } from '../be/show.js';
 import { enterTransaction, finishTransaction, prepareTransaction, recordDpkgFailure, type TransactionOutcome } from '../be/transaction.js';
 import { BootenvError, EXIT_CODES, asBootenvError } from '../errors.js';
 import { auditBootEnvironments, dedupeBootEnvironment, type AuditProgress } from '../be/space.js';
-import { clearProgress, progressFrameDue, renderActivationCarry, renderAudit, renderBootCarry, renderCarry, renderError, renderErrorJson, renderJson, renderList, renderListScripted, renderProgress, renderPrune, renderShared, renderSkipUnchanged } from './render.js';
+import { clearProgress, progressFrameDue, renderActivationCarry, renderAudit, renderBootCarry, renderCarry, renderError, renderErrorJson, renderJson, renderList, renderListScripted, renderProgress, renderPrune, renderShared, renderDiff, renderShow, renderSkipUnchanged } from './render.js';
 
 declare const BOOTENV_VERSION: string;
 
@@ -245,6 +247,25 @@ function buildProgram(
     .action(async (commandOptions: { keep?: string; dryRun?: boolean }) => {
       const result = await pruneBootEnvironments({ ...options, dryRun: commandOptions.dryRun === true, ...(commandOptions.keep === undefined ? {} : { keep: keepCount(commandOptions.keep) }) });
       setReply({ data: result, text: renderPrune(result) });
+    });
+
+  program
+    .command('diff')
+    .description("what differs from BE A to BE B (default: the running BE): packages added, removed, upgraded, downgraded; conffiles; files no package owns")
+    .argument('<a>', 'BE compared from')
+    .argument('[b]', 'BE compared to (default: the running BE)')
+    .action(async (from: string, to: string | undefined) => {
+      const report = await diffBootEnvironments(from, { ...options, ...(to === undefined ? {} : { to }) });
+      setReply({ data: report, text: renderDiff(report) });
+    });
+
+  program
+    .command('show')
+    .description('what made a BE (its apt runs and their packages), its boots, carries and space')
+    .argument('<name>', 'BE to show')
+    .action(async (name: string) => {
+      const story = await showBootEnvironment(name, options);
+      setReply({ data: story, text: renderShow(story) });
     });
 
   program

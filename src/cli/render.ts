@@ -5,6 +5,8 @@
  */
 import type { CarryReport } from '../be/carry.js';
 import type { BootEnvironment } from '../be/library.js';
+import type { DiffReport } from '../be/diff-plan.js';
+import type { BootEnvironmentStory } from '../be/show.js';
 import type { CarrySummary, SharedSubvolume } from '../be/state.js';
 import type { KeepReason } from '../be/prune-plan.js';
 import type { PruneResult } from '../be/prune.js';
@@ -277,5 +279,63 @@ export function renderBootCarry(name: string, carried: CarrySummary | null, miss
       `(its initramfs did not run the carry, or the carry failed: see this boot's log); it is still in ${missed.origin}. ` +
       `To carry it: boot ${missed.origin} and run beadm carry ${name}; then boot ${name} again.\n`;
   }
+  return text;
+}
+
+/** `beadm diff A B`: package changes with both versions, conffiles, then the files dpkg does not know of, each section only when it has lines. */
+export function renderDiff(report: DiffReport): string {
+  const { packages, conffiles, files } = report;
+  const sections: string[] = [`Changes from ${report.from} to ${report.to}:\n`];
+  const section = (title: string, rows: string[][]) => {
+    if (rows.length > 0) sections.push(`${title} (${rows.length}):\n${alignedRows(rows, '  ')}`);
+  };
+  const instance = (entry: { package: string; architecture: string }) => `${entry.package}:${entry.architecture}`;
+  section('Packages added', packages.added.map((entry) => [instance(entry), entry.version]));
+  section('Packages removed', packages.removed.map((entry) => [instance(entry), entry.version]));
+  section('Packages upgraded', packages.upgraded.map((entry) => [instance(entry), entry.from, '->', entry.to]));
+  section('Packages downgraded', packages.downgraded.map((entry) => [instance(entry), entry.from, '->', entry.to]));
+  section('Conffiles', conffiles.map((entry) => [entry.change, entry.path, `(${entry.packages.join(', ')})`]));
+  const kind = (change: { kind: string }) => (change.kind === 'file' ? '' : change.kind);
+  section('Files no package owns, added', files.added.map((change) => [change.path, kind(change)]));
+  section('Files no package owns, removed', files.removed.map((change) => [change.path, kind(change)]));
+  section(
+    'Files no package owns, changed',
+    files.changed.map((change) => [
+      change.path,
+      change.kindBefore !== undefined ? `${change.kindBefore} -> ${change.kind}` : [change.content ? 'content' : '', change.metadata ? 'mode/owner' : ''].filter(Boolean).join(', '),
+    ]),
+  );
+  if (sections.length === 1) sections.push('No differences.\n');
+  sections.push(`${report.packagedChanges} path${report.packagedChanges === 1 ? '' : 's'} of dpkg's packages and database differ as well.\n`);
+  return sections.join('');
+}
+
+/** `beadm show NAME`: its fields, then the apt runs that made it with each package's versions. */
+export function renderShow(story: BootEnvironmentStory): string {
+  const rows: string[][] = [
+    ['Name', story.name],
+    ['Subvolume', story.subvolume],
+    ['UUID', story.uuid],
+    ['Active', story.active === '' ? '-' : story.active],
+    ['Created', formatCreated(story.created)],
+    ['Origin', story.origin ?? '-'],
+    ['Description', story.description === '' ? '-' : story.description],
+    ['Kernel', story.kernel ?? '-'],
+    ['Pinned', story.pinned ? 'yes' : 'no'],
+    ['Booted', story.lastGoodBoot === null ? 'never successfully' : `successfully, last ${formatCreated(story.lastGoodBoot.at)}`],
+    ['Mountpoint', story.mountpoint ?? '-'],
+    ['Destroy frees', formatBytes(story.freedByDestroyBytes)],
+  ];
+  if (story.exclusiveBytes !== null) rows.push(['Quota', `${formatBytes(story.exclusiveBytes)} exclusive, ${formatBytes(story.referencedBytes)} referenced`]);
+  if (story.carry !== null) rows.push(['Carry', `${story.carry.mode} from ${story.carry.origin ?? '?'} since ${formatCreated(story.carry.since)}, pending until it boots`]);
+  if (story.lastCarry !== null) rows.push(['Last carry', `${formatCreated(story.lastCarry.at)} from ${story.lastCarry.origin}`]);
+  let text = alignedRows(rows.map(([key, value]) => [`${key}:`, value ?? '']), '');
+  story.aptRuns.forEach((run, index) => {
+    text += `apt run ${index + 1} of ${story.aptRuns.length}: ${run.command.join(' ')}${run.finished === null ? ' (not finished)' : `, finished ${formatCreated(run.finished)}`}\n`;
+    text += alignedRows(
+      run.packages.map((entry) => [entry.action, `${entry.package}:${entry.architecture}`, entry.oldVersion ?? '-', '->', entry.newVersion ?? '-']),
+      '  ',
+    );
+  });
   return text;
 }

@@ -4,7 +4,7 @@
  * over the target, fsync the directory) so that a crash leaves the old or the
  * new content and never a torn file, or a single directory operation.
  */
-import { constants, lstatSync, promises as fs, readdirSync, readFileSync, readlinkSync, type BigIntStats } from 'node:fs';
+import { closeSync, constants, lstatSync, openSync, promises as fs, readdirSync, readFileSync, readlinkSync, readSync, type BigIntStats } from 'node:fs';
 import path from 'node:path';
 import { BootenvError } from '../errors.js';
 import { run } from './exec.js';
@@ -407,4 +407,35 @@ export function listDirectoryBytesSync(dir: string): string[] {
 export function readBytesSync(file: string): Buffer {
   const stats = lstatSync(bytes(file));
   return stats.isSymbolicLink() ? readlinkSync(bytes(file), { encoding: 'buffer' }) : readFileSync(bytes(file));
+}
+
+/**
+ * Whether two regular files at byte paths hold the same bytes, read side by
+ * side in 1 MiB blocks (stopping at the first difference); their sizes are the
+ * caller's first test. Reads only.
+ */
+export function sameBytesSync(a: string, b: string): boolean {
+  const left = openSync(bytes(a), 'r');
+  try {
+    const right = openSync(bytes(b), 'r');
+    try {
+      const blockA = Buffer.allocUnsafe(1 << 20);
+      const blockB = Buffer.allocUnsafe(1 << 20);
+      for (;;) {
+        const readA = readSync(left, blockA, 0, blockA.length, null);
+        let readB = 0;
+        while (readB < readA) {
+          const got = readSync(right, blockB, readB, readA - readB, null);
+          if (got === 0) break;
+          readB += got;
+        }
+        if (readA !== readB || !blockA.subarray(0, readA).equals(blockB.subarray(0, readB))) return false;
+        if (readA === 0) return readSync(right, blockB, 0, 1, null) === 0;
+      }
+    } finally {
+      closeSync(right);
+    }
+  } finally {
+    closeSync(left);
+  }
 }

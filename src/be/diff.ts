@@ -1,0 +1,137 @@
+/**
+ * `beadm diff A [B]`: what differs between two BEs (B defaults to the running
+ * one). Both are snapshotted read-only under @bootenv/.carry/diff-ID/ for the
+ * duration (a crash leaves them to the next session's sweep), and
+ * `btrfs send --no-data -p` of the two names every path whose entry may
+ * differ without reading file data; only those paths are looked at: lstat in
+ * both, and a byte comparison of the regular files btrfs says were written
+ * (a rewrite with the same bytes is no change). The two dpkg databases are
+ * read as files. Classification is ./diff-plan.ts.
+ */
+import { randomUUID } from 'node:crypto';
+import path from 'node:path';
+import { parseDpkgStatus } from '../apt/dpkg-status.js';
+import { deleteSubvolume, snapshotSubvolume, subvolumeChanges } from '../btrfs/commands.js';
+import type { Subvolume } from '../btrfs/parse.js';
+import type { SubvolumeDelta } from '../btrfs/send-changes.js';
+import { BootenvError } from '../errors.js';
+import { listDirectory, listDirectoryBytesSync, lstatBytesSync, makeDirectory, readBytesSync, readTextIfExists, removeEmptyDirectory, sameBytesSync } from '../sys/fs.js';
+import { withScope } from '../sys/scope.js';
+import { displayPath } from './carry.js';
+import { carryPath } from './carry-records.js';
+import { planDiff, type DiffReport, type EntryFacts, type PathFacts } from './diff-plan.js';
+import { bootEnvironmentSubvolumes, findBootEnvironment, requireState, type Options, type Session } from './session.js';
+import { resolveAliases, packageOfListFile, type PathAliases } from './share-paths.js';
+import { mergedUsrAliases } from './share.js';
+import { openSession } from './transaction.js';
+
+export type { DiffReport } from './diff-plan.js';
+
+export interface DiffOptions extends Options {
+  /** The BE compared to; default the running BE. */
+  to?: string;
+}
+
+/** The BE `name`, or the running system's subvolume when `name` is undefined. Throws NOT_FOUND, INVALID_NAME. */
+function subvolumeNamed(session: Session, name: string | undefined): { name: string; subvolume: Subvolume } {
+  if (name !== undefined) return { name, subvolume: findBootEnvironment(session, name) };
+  const booted = session.subvolumes.find((subvolume) => subvolume.path === session.probe.bootedSubvolume);
+  if (booted === undefined) throw new BootenvError('NOT_FOUND', `the running system's subvolume ${session.probe.bootedSubvolume} is not in the subvolume list`);
+  const environment = bootEnvironmentSubvolumes(session).find((entry) => entry.subvolume.uuid === booted.uuid);
+  return { name: environment?.name ?? '(installed root)', subvolume: booted };
+}
+
+function factsOf(file: string): EntryFacts | undefined {
+  const stats = lstatBytesSync(file);
+  if (stats === undefined) return undefined;
+  const kind = stats.isFile() ? 'file' : stats.isDirectory() ? 'directory' : stats.isSymbolicLink() ? 'symlink' : 'other';
+  return { kind, mode: Number(stats.mode), uid: Number(stats.uid), gid: Number(stats.gid) };
+}
+
+/** Every path at or below `relative` in the tree at `root` (byte strings). */
+function subtree(root: string, relative: string, into: Set<string>): void {
+  into.add(relative);
+  const stats = lstatBytesSync(path.join(root, relative));
+  if (stats?.isDirectory() !== true) return;
+  for (const name of listDirectoryBytesSync(path.join(root, relative))) subtree(root, relative === '' ? name : `${relative}/${name}`, into);
+}
+
+/** The paths btrfs names as possibly different (byte strings, relative), moved directories' subtrees on both sides included. */
+function candidatePaths(delta: SubvolumeDelta, rootA: string, rootB: string): Set<string> {
+  const paths = new Set<string>([...delta.changed.keys(), ...delta.vacated]);
+  for (const { from, to } of delta.moved) {
+    subtree(rootA, from, paths);
+    subtree(rootB, to, paths);
+  }
+  paths.delete('');
+  return paths;
+}
+
+function compareEntries(rootA: string, rootB: string, relative: string, written: boolean): PathFacts {
+  const a = factsOf(path.join(rootA, relative));
+  const b = factsOf(path.join(rootB, relative));
+  let sameContent: boolean | undefined;
+  if (a?.kind === 'symlink' && b?.kind === 'symlink') {
+    sameContent = readBytesSync(path.join(rootA, relative)).equals(readBytesSync(path.join(rootB, relative)));
+  } else if (a?.kind === 'file' && b?.kind === 'file') {
+    const sizeA = lstatBytesSync(path.join(rootA, relative))!.size;
+    const sizeB = lstatBytesSync(path.join(rootB, relative))!.size;
+    sameContent = sizeA !== sizeB ? false : written ? sameBytesSync(path.join(rootA, relative), path.join(rootB, relative)) : true;
+  }
+  return { path: displayPath(relative), a, b, sameContent };
+}
+
+/** Paths dpkg knows in the root at `root`: every package's file list and the diversions' targets, merged-/usr aliases resolved. */
+async function knownPaths(root: string, aliases: PathAliases, into: Set<string>): Promise<void> {
+  const info = path.join(root, 'var/lib/dpkg/info');
+  for (const name of await listDirectory(info)) {
+    if (packageOfListFile(name) === undefined) continue;
+    const text = (await readTextIfExists(path.join(info, name))) ?? '';
+    for (const line of text.split('\n')) if (line.startsWith('/')) into.add(resolveAliases(line, aliases));
+  }
+  const diversions = (await readTextIfExists(path.join(root, 'var/lib/dpkg/diversions'))) ?? '';
+  for (const line of diversions.split('\n')) if (line.startsWith('/')) into.add(resolveAliases(line, aliases));
+}
+
+/** Compares BE `from` with BE `options.to` (default: the running BE). Reads only; its two snapshots are gone when it returns. Throws NOT_FOUND, INVALID_NAME, COMMAND_FAILED. */
+export async function diffBootEnvironments(from: string, options: DiffOptions = {}): Promise<DiffReport> {
+  return withScope(async (scope) => {
+    const session = await openSession(scope, options, 'allow');
+    requireState(session);
+    const a = subvolumeNamed(session, from);
+    const b = subvolumeNamed(session, options.to);
+    const id = `diff-${randomUUID()}`;
+    const snapshotA = carryPath(id, 'a');
+    const snapshotB = carryPath(id, 'b');
+    const directory = path.join(session.top, path.dirname(snapshotA));
+    await makeDirectory(directory, 0o700);
+    scope.always(`remove ${path.dirname(snapshotA)}`, () => removeEmptyDirectory(directory));
+    await snapshotSubvolume(path.join(session.top, a.subvolume.path), path.join(session.top, snapshotA), 'read-only');
+    scope.always(`delete ${snapshotA}`, () => deleteSubvolume(path.join(session.top, snapshotA), false));
+    await snapshotSubvolume(path.join(session.top, b.subvolume.path), path.join(session.top, snapshotB), 'read-only');
+    scope.always(`delete ${snapshotB}`, () => deleteSubvolume(path.join(session.top, snapshotB), false));
+    const rootA = path.join(session.top, snapshotA);
+    const rootB = path.join(session.top, snapshotB);
+
+    const delta = await subvolumeChanges(rootA, rootB);
+    const paths = [...candidatePaths(delta, rootA, rootB)].sort();
+    const facts = paths.map((relative) => {
+      const change = delta.changed.get(relative);
+      return compareEntries(rootA, rootB, relative, change === undefined || change.arrived || change.content || change.movedFrom !== null);
+    });
+    const aliasesA = await mergedUsrAliases(rootA);
+    const aliasesB = await mergedUsrAliases(rootB);
+    const known = new Set<string>();
+    await knownPaths(rootA, aliasesA, known);
+    await knownPaths(rootB, aliasesB, known);
+    return planDiff({
+      from: a.name,
+      to: b.name,
+      packagesA: parseDpkgStatus((await readTextIfExists(path.join(rootA, 'var/lib/dpkg/status'))) ?? ''),
+      packagesB: parseDpkgStatus((await readTextIfExists(path.join(rootB, 'var/lib/dpkg/status'))) ?? ''),
+      known,
+      resolve: (file) => resolveAliases(resolveAliases(file, aliasesB), aliasesA),
+      paths: facts,
+    });
+  });
+}
