@@ -59,7 +59,7 @@ export interface DiffReport {
   packages: { added: PackageVersion[]; removed: PackageVersion[]; upgraded: PackageChange[]; downgraded: PackageChange[] };
   conffiles: Array<{ path: string; packages: string[]; change: 'modified' | 'added' | 'removed' }>;
   files: { added: FileChange[]; removed: FileChange[]; changed: FileChange[] };
-  /** Paths that differ and that dpkg knows (package files, diversions, its database): the package changes account for them. */
+  /** Paths that dpkg knows (package files, diversions, its database) that differ, or that btrfs says were rewritten: the package changes account for them. */
   packagedChanges: number;
 }
 
@@ -74,12 +74,19 @@ export interface DiffInput {
   resolve: (path: string) => string;
   /** Times are no change, nor is a directory's list of entries (the entries are listed themselves). */
   paths: readonly PathFacts[];
+  /** dpkg's paths (conffiles aside) that btrfs says changed, counted by the caller without looking at them; `paths` holds none of them. */
+  packagedWritten?: number;
 }
 
 const DPKG_DATABASE = '/var/lib/dpkg';
 
 function isBelow(path: string, directory: string): boolean {
   return path === directory || path.startsWith(`${directory}/`);
+}
+
+/** Whether `resolved` (merged-/usr aliases resolved) is one of dpkg's files or lies in its database. */
+export function isPackaged(resolved: string, known: ReadonlySet<string>): boolean {
+  return known.has(resolved) || isBelow(resolved, DPKG_DATABASE);
 }
 
 function versionOf(entry: InstalledPackage): PackageVersion {
@@ -138,7 +145,7 @@ export function planDiff(input: DiffInput): DiffReport {
     packages: { added, removed, upgraded, downgraded },
     conffiles: [],
     files: { added: [], removed: [], changed: [] },
-    packagedChanges: 0,
+    packagedChanges: input.packagedWritten ?? 0,
   };
   for (const facts of input.paths) {
     const found = changeOf(facts);
@@ -148,7 +155,7 @@ export function planDiff(input: DiffInput): DiffReport {
     if (owners !== undefined && (found.side !== 'changed' || found.change.content === true)) {
       report.conffiles.push({ path: facts.path, packages: [...owners].sort(), change: found.side === 'changed' ? 'modified' : found.side });
     }
-    if (input.known.has(resolved) || isBelow(resolved, DPKG_DATABASE)) {
+    if (isPackaged(resolved, input.known)) {
       report.packagedChanges++;
       continue;
     }

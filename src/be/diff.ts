@@ -3,9 +3,10 @@
  * one). Both are snapshotted read-only under @bootenv/.carry/diff-ID/ for the
  * duration (a crash leaves them to the next session's sweep), and
  * `btrfs send --no-data -p` of the two names every path whose entry may
- * differ without reading file data; only those paths are looked at: lstat in
- * both, and a byte comparison of the regular files btrfs says were written
- * (a rewrite with the same bytes is no change). The two dpkg databases are
+ * differ without reading file data. Paths of dpkg's (conffiles aside) are
+ * counted from that alone; the others are looked at: lstat in both, and a
+ * byte comparison of the regular files btrfs says were written (a rewrite
+ * with the same bytes is no change). The two dpkg databases are
  * read as files. Classification is ./diff-plan.ts.
  */
 import { randomUUID } from 'node:crypto';
@@ -19,7 +20,7 @@ import { listDirectory, listDirectoryBytesSync, lstatBytesSync, makeDirectory, r
 import { withScope } from '../sys/scope.js';
 import { displayPath } from './carry.js';
 import { carryPath } from './carry-records.js';
-import { planDiff, type DiffReport, type EntryFacts, type PathFacts } from './diff-plan.js';
+import { isPackaged, planDiff, type DiffReport, type EntryFacts, type PathFacts } from './diff-plan.js';
 import { bootEnvironmentSubvolumes, findBootEnvironment, requireState, type Options, type Session } from './session.js';
 import { resolveAliases, packageOfListFile, type PathAliases } from './share-paths.js';
 import { mergedUsrAliases } from './share.js';
@@ -41,11 +42,11 @@ function subvolumeNamed(session: Session, name: string | undefined): { name: str
   return { name: environment?.name ?? '(installed root)', subvolume: booted };
 }
 
-function factsOf(file: string): EntryFacts | undefined {
+function factsOf(file: string): (EntryFacts & { size: number }) | undefined {
   const stats = lstatBytesSync(file);
   if (stats === undefined) return undefined;
   const kind = stats.isFile() ? 'file' : stats.isDirectory() ? 'directory' : stats.isSymbolicLink() ? 'symlink' : 'other';
-  return { kind, mode: Number(stats.mode), uid: Number(stats.uid), gid: Number(stats.gid) };
+  return { kind, mode: Number(stats.mode), uid: Number(stats.uid), gid: Number(stats.gid), size: Number(stats.size) };
 }
 
 /** Every path at or below `relative` in the tree at `root` (byte strings). */
@@ -67,6 +68,7 @@ function candidatePaths(delta: SubvolumeDelta, rootA: string, rootB: string): Se
   return paths;
 }
 
+/** The entries at `relative` in both roots; `written`: btrfs says the file's data was written (its bytes are compared then). */
 function compareEntries(rootA: string, rootB: string, relative: string, written: boolean): PathFacts {
   const a = factsOf(path.join(rootA, relative));
   const b = factsOf(path.join(rootB, relative));
@@ -74,11 +76,10 @@ function compareEntries(rootA: string, rootB: string, relative: string, written:
   if (a?.kind === 'symlink' && b?.kind === 'symlink') {
     sameContent = readBytesSync(path.join(rootA, relative)).equals(readBytesSync(path.join(rootB, relative)));
   } else if (a?.kind === 'file' && b?.kind === 'file') {
-    const sizeA = lstatBytesSync(path.join(rootA, relative))!.size;
-    const sizeB = lstatBytesSync(path.join(rootB, relative))!.size;
-    sameContent = sizeA !== sizeB ? false : written ? sameBytesSync(path.join(rootA, relative), path.join(rootB, relative)) : true;
+    sameContent = a.size !== b.size ? false : written ? sameBytesSync(path.join(rootA, relative), path.join(rootB, relative)) : true;
   }
-  return { path: displayPath(relative), a, b, sameContent };
+  const entry = (facts: typeof a): EntryFacts | undefined => (facts === undefined ? undefined : { kind: facts.kind, mode: facts.mode, uid: facts.uid, gid: facts.gid });
+  return { path: displayPath(relative), a: entry(a), b: entry(b), sameContent };
 }
 
 /** Paths dpkg knows in the root at `root`: every package's file list and the diversions' targets, merged-/usr aliases resolved. */
@@ -114,24 +115,29 @@ export async function diffBootEnvironments(from: string, options: DiffOptions = 
     const rootB = path.join(session.top, snapshotB);
 
     const delta = await subvolumeChanges(rootA, rootB);
-    const paths = [...candidatePaths(delta, rootA, rootB)].sort();
-    const facts = paths.map((relative) => {
-      const change = delta.changed.get(relative);
-      return compareEntries(rootA, rootB, relative, change === undefined || change.arrived || change.content || change.movedFrom !== null);
-    });
     const aliasesA = await mergedUsrAliases(rootA);
     const aliasesB = await mergedUsrAliases(rootB);
+    const resolve = (file: string): string => resolveAliases(resolveAliases(file, aliasesB), aliasesA);
     const known = new Set<string>();
     await knownPaths(rootA, aliasesA, known);
     await knownPaths(rootB, aliasesB, known);
-    return planDiff({
-      from: a.name,
-      to: b.name,
-      packagesA: parseDpkgStatus((await readTextIfExists(path.join(rootA, 'var/lib/dpkg/status'))) ?? ''),
-      packagesB: parseDpkgStatus((await readTextIfExists(path.join(rootB, 'var/lib/dpkg/status'))) ?? ''),
-      known,
-      resolve: (file) => resolveAliases(resolveAliases(file, aliasesB), aliasesA),
-      paths: facts,
-    });
+    const packagesA = parseDpkgStatus((await readTextIfExists(path.join(rootA, 'var/lib/dpkg/status'))) ?? '');
+    const packagesB = parseDpkgStatus((await readTextIfExists(path.join(rootB, 'var/lib/dpkg/status'))) ?? '');
+    const conffiles = new Set<string>();
+    for (const packages of [packagesA, packagesB]) for (const entry of packages.values()) for (const conffile of entry.conffiles) conffiles.add(resolve(conffile.path));
+    // dpkg's own files (conffiles aside) are only counted: what btrfs says of them is enough, no lstat or read.
+    let packagedWritten = 0;
+    const facts: PathFacts[] = [];
+    for (const relative of [...candidatePaths(delta, rootA, rootB)].sort()) {
+      const change = delta.changed.get(relative);
+      const resolved = resolve(displayPath(relative));
+      if (isPackaged(resolved, known) && !conffiles.has(resolved)) {
+        if (change === undefined || change.arrived || change.content || change.metadata || change.movedFrom !== null) packagedWritten++;
+        continue;
+      }
+      const written = change === undefined || change.arrived || change.content || change.movedFrom !== null;
+      facts.push(compareEntries(rootA, rootB, relative, written));
+    }
+    return planDiff({ from: a.name, to: b.name, packagesA, packagesB, known, resolve, paths: facts, packagedWritten });
   });
 }

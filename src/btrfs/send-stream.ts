@@ -173,9 +173,20 @@ const CRC32C_TABLE = (() => {
 
 /** CRC-32C as the send stream computes it: seed 0, no final inversion. */
 export function crc32c(data: Uint8Array): number {
-  let crc = 0;
-  for (let index = 0; index < data.length; index++) crc = (CRC32C_TABLE[(crc ^ (data[index] as number)) & 0xff] as number) ^ (crc >>> 8);
-  return crc >>> 0;
+  return crc32cOver(0, data, 0, data.length) >>> 0;
+}
+
+function crc32cOver(seed: number, data: Uint8Array, from: number, to: number): number {
+  let crc = seed;
+  for (let index = from; index < to; index++) crc = (CRC32C_TABLE[(crc ^ (data[index] as number)) & 0xff] as number) ^ (crc >>> 8);
+  return crc;
+}
+
+/** The CRC-32C of a command with its own crc field (bytes 6–9) read as zeros, without copying it. */
+function commandChecksum(bytes: Uint8Array): number {
+  let crc = crc32cOver(0, bytes, 0, 6);
+  for (let index = 0; index < 4; index++) crc = (CRC32C_TABLE[crc & 0xff] as number) ^ (crc >>> 8);
+  return crc32cOver(crc, bytes, 10, bytes.length) >>> 0;
 }
 
 /**
@@ -219,9 +230,7 @@ export class SendStreamParser {
   private command(bytes: Buffer): SendCommand {
     const code = bytes.readUInt16LE(4);
     const expected = bytes.readUInt32LE(6);
-    const zeroed = Buffer.from(bytes);
-    zeroed.writeUInt32LE(0, 6);
-    if (crc32c(zeroed) !== expected) throw new BootenvError('PARSE', `send stream: checksum mismatch in command ${code}`);
+    if (commandChecksum(bytes) !== expected) throw new BootenvError('PARSE', `send stream: checksum mismatch in command ${code}`);
     const version = this.version as number;
     if (code === 0 || code > (HIGHEST_COMMAND[version] as number)) throw new BootenvError('PARSE', `send stream: command ${code} is not in version ${version}`);
     const attributes: Attributes = new Map();
