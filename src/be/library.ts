@@ -43,7 +43,7 @@ import { fstabEntry, rewriteFstabForBootEnvironment } from './fstab.js';
 import { assertValidName, sanitizeName } from './names.js';
 import { checkShareable, shareDirectories, type SharedSubvolume } from './share.js';
 import { readOsRelease } from './os-release.js';
-import { bootEnvironmentSubvolumes, findBootEnvironment, installedRootPath, requireRoot, requireState, saveState, type Options, type Session } from './session.js';
+import { bootEnvironmentSubvolumes, findBootEnvironment, installedRootPath, requireRoot, requireState, saveState, sourceFor, type Options, type Session } from './session.js';
 import { CONTAINER, STATE_FILE, newState, type BootenvState, type CarryMode, type CarrySummary } from './state.js';
 import { probeSystem, type SystemProbe } from './system.js';
 import { clearPending, loadConfig, openSession, readPending } from './transaction.js';
@@ -287,17 +287,6 @@ export async function createBootEnvironment(options: CreateOptions): Promise<Boo
   });
 }
 
-function sourceFor(session: Session, state: BootenvState, name: string | undefined): Subvolume {
-  if (name !== undefined) return findBootEnvironment(session, name);
-  const environments = bootEnvironmentSubvolumes(session);
-  const booted = environments.find(({ subvolume }) => subvolume.path === session.probe.bootedSubvolume);
-  const fallback = environments.find(({ subvolume }) => subvolume.uuid === state.defaultUuid);
-  const source = booted ?? fallback;
-  if (source === undefined) {
-    throw new BootenvError('NOT_FOUND', 'not booted into a BE and no default BE is set', { hint: 'name a source with -e' });
-  }
-  return source.subvolume;
-}
 
 export interface ActivateOptions extends Options {
   /** Boot it on the next boot only (GRUB next_entry). */

@@ -98,6 +98,19 @@ export function findBootEnvironment(session: Session, name: string): Subvolume {
 }
 
 /** The installed root (GRUB's home) as seen through the session's top-level mount. */
+/** The BE named `name`, or (undefined) the running BE, else the default: what a new BE is made from. Throws NOT_FOUND. */
+export function sourceFor(session: Session, state: BootenvState, name: string | undefined): Subvolume {
+  if (name !== undefined) return findBootEnvironment(session, name);
+  const environments = bootEnvironmentSubvolumes(session);
+  const booted = environments.find(({ subvolume }) => subvolume.path === session.probe.bootedSubvolume);
+  const fallback = environments.find(({ subvolume }) => subvolume.uuid === state.defaultUuid);
+  const source = booted ?? fallback;
+  if (source === undefined) {
+    throw new BootenvError('NOT_FOUND', 'not booted into a BE and no default BE is set', { hint: 'name a source with -e' });
+  }
+  return source.subvolume;
+}
+
 export function installedRootPath(session: Session, state: BootenvState): string {
   return path.join(session.top, state.installedRoot);
 }

@@ -82,6 +82,7 @@ import { lockedFiles, processCommandLine, processInfo, stopProcessesRootedIn } f
 import { withScope, type Scope } from '../sys/scope.js';
 import { CONFIG_FILE, DEFAULT_CONFIG, nameFromTemplate, parseCarrySetting, parseConfig, type BootenvConfig, type CarrySetting } from './config.js';
 import { recoverInterruptedCarries } from './carry-records.js';
+import { recoverInterruptedRuns } from './run-records.js';
 import { recoverInterruptedShare } from './share-records.js';
 import { prepareBootLoader, runDeferredBootLoader, type BootLoaderReport } from './boot-loader.js';
 import { forgetBootEnvironment, makeBootEnvironment, refreshBootMenu } from './environments.js';
@@ -118,9 +119,11 @@ const RUNNING_ROOT_PRE_DPKG_FILES = [
 ];
 const EXTENDED_STATES = '/var/lib/apt/extended_states';
 const APT_LOGS = ['/var/log/apt/history.log', '/var/log/apt/term.log'];
-const POLICY_RC_D = '/usr/sbin/policy-rc.d';
-const POLICY_RC_D_SAVED = '/usr/sbin/policy-rc.d.bootenv-saved';
-const ARCHIVES = '/var/cache/apt/archives';
+/** invoke-rc.d's policy (exit 101: no service starts), and where a BE's own one waits meanwhile; beadm run's clone has them too. */
+export const POLICY_RC_D = '/usr/sbin/policy-rc.d';
+export const POLICY_RC_D_SAVED = '/usr/sbin/policy-rc.d.bootenv-saved';
+/** apt's downloads: the host's, bound into a BE being made (and into beadm run's clone). */
+export const ARCHIVES = '/var/cache/apt/archives';
 const DPKG_STATUS = '/var/lib/dpkg/status';
 const REBOOT_REQUIRED = '/run/reboot-required';
 /** bootenv's dpkg wrapper, which /usr/bin/dpkg is (the package diverts the real dpkg to /usr/bin/dpkg.distrib). */
@@ -197,13 +200,14 @@ type DuringTransaction = 'refuse' | 'allow';
 /**
  * Starts an operation (see beginSession: probe, global lock, private top-level
  * mount, state), after cleaning up interrupted apt transactions (their undo is
- * done and stays done whatever the operation does next), carries and shares
- * (./carry-records.ts, ./share-records.ts). Refuses (BUSY) while
+ * done and stays done whatever the operation does next), beadm run clones,
+ * carries and shares (./run-records.ts, ./carry-records.ts, ./share-records.ts). Refuses (BUSY) while
  * an apt transaction is under way unless `during` is 'allow'. Needs root.
  */
 export async function openSession(scope: Scope, options: Options, during: DuringTransaction = 'refuse'): Promise<Session> {
   const session = await beginSession(scope, options);
   await withScope((recovery) => recoverInterruptedTransactions(recovery, session));
+  await recoverInterruptedRuns(session);
   await withScope((recovery) => recoverInterruptedCarries(recovery, session));
   await withScope((recovery) => recoverInterruptedShare(recovery, session));
   const live = await readTransaction();

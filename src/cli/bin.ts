@@ -2,7 +2,8 @@
  * Entry point of dist/beadm.js. Prints what runCli returned and sets the exit
  * status. On the first SIGINT/SIGTERM/SIGHUP the running operation is told to
  * stop and unwinds through its cleanup (unmount, delete half-made snapshot);
- * a second signal runs the cleanup at once and exits.
+ * a second signal runs the cleanup at once and exits. While beadm run's
+ * COMMAND runs, signals are its own (src/sys/scope.ts).
  */
 import { abortOperation, interruptOperation } from '../be/library.js';
 import { EXIT_CODES } from '../errors.js';
@@ -11,8 +12,8 @@ import { runCli } from './main.js';
 let signals = 0;
 for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
   process.on(signal, () => {
+    if (!interruptOperation(signal)) return;
     signals += 1;
-    interruptOperation(signal);
     if (signals > 1) {
       void abortOperation().finally(() => process.exit(EXIT_CODES.INTERRUPTED));
     }

@@ -27,6 +27,7 @@ import { listShared, shareDirectories } from '../be/share.js';
 import { parseCarrySetting, parseKeepCount, type CarrySetting } from '../be/config.js';
 import { pruneBootEnvironments } from '../be/prune.js';
 import { diffBootEnvironments } from '../be/diff.js';
+import { runInClone } from '../be/run.js';
 import { showBootEnvironment } from '../be/show.js';
 import { enterTransaction, finishTransaction, prepareTransaction, recordDpkgFailure, type TransactionOutcome } from '../be/transaction.js';
 import { BootenvError, EXIT_CODES, asBootenvError } from '../errors.js';
@@ -258,6 +259,33 @@ function buildProgram(
       const report = await diffBootEnvironments(from, { ...options, ...(to === undefined ? {} : { to }) });
       setReply({ data: report, text: renderDiff(report) });
     });
+
+  const runCommand = (name: string, description: string, withCommand: boolean) => {
+    const command = program
+      .command(name)
+      .description(description)
+      .option('-e, --source <name>', 'BE to clone (default: the running BE)')
+      .option('-k, --keep <name>', 'afterwards, make the clone a BE of this name (whatever the exit status)')
+      .option('-d, --description <text>', 'description of the kept BE (default: the command line)');
+    if (withCommand) command.argument('<command...>', 'the command and its arguments, after --');
+    command.action(async (...args: unknown[]) => {
+      const commandOptions = (withCommand ? args[1] : args[0]) as { source?: string; keep?: string; description?: string };
+      // Said as it happens, not at the end: the note that a shell is in a clone comes before the shell.
+      const onNoticeNow = terminal === undefined ? options.onNotice : (sentence: string) => terminal.write(`beadm: note: ${sentence}\n`);
+      const report = await runInClone({
+        ...options,
+        ...(onNoticeNow === undefined ? {} : { onNotice: onNoticeNow }),
+        cwd: process.cwd(),
+        ...(withCommand ? { command: args[0] as string[] } : {}),
+        ...(commandOptions.source === undefined ? {} : { source: commandOptions.source }),
+        ...(commandOptions.keep === undefined ? {} : { keep: commandOptions.keep }),
+        ...(commandOptions.description === undefined ? {} : { description: commandOptions.description }),
+      });
+      setReply({ data: report, text: '', exitStatus: report.exitStatus });
+    });
+  };
+  runCommand('run', "run a command in a throw-away clone of the running BE (or -e SOURCE), set up as apt's BE is (no services start), and pass on its exit status", true);
+  runCommand('shell', 'an interactive shell in a throw-away clone of the running BE (or -e SOURCE); exit discards it unless --keep', false);
 
   program
     .command('show')

@@ -57,6 +57,25 @@ export function deferredWrappers(): Record<string, string> {
   };
 }
 
+/**
+ * The wrappers for beadm run's clone, by program name: the boot loader is the
+ * machine's, and nothing run in a throw-away clone changes it, so
+ * grub-install and update-grub only say that they did nothing (and succeed,
+ * so that a boot-loader package's maintainer script goes on).
+ */
+export function inertWrappers(): Record<string, string> {
+  const wrapper = (program: string) =>
+    [
+      '#!/bin/sh',
+      "# bootenv: this system is a clone made by beadm run. The boot loader is the machine's,",
+      '# and nothing run in the clone changes it (see beadm(8), run).',
+      `echo "bootenv: ${program} does nothing in beadm run's clone: the boot loader is the machine's" >&2`,
+      'exit 0',
+      '',
+    ].join('\n');
+  return { 'grub-install': wrapper('grub-install'), 'update-grub': wrapper('update-grub') };
+}
+
 /** A grub-install request file's arguments. Pure. */
 export function parseGrubInstallRequest(content: string): string[] {
   if (content === '') return [];

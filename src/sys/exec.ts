@@ -5,13 +5,14 @@
  * caller lists it as expected; a missing program is TOOL_MISSING, not a crash.
  */
 import { accessSync, constants } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { BootenvError } from '../errors.js';
-import { throwIfInterrupted } from './scope.js';
+import { throwIfInterrupted, withForegroundChild } from './scope.js';
 
 export const FIXED_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
@@ -92,6 +93,29 @@ export async function run(argv: readonly string[], options: RunOptions = {}): Pr
   const exitCode = result.exitCode ?? 1;
   if (exitCode !== 0 && !options.anyExitCode && !(options.okExitCodes ?? []).includes(exitCode)) throw exitFailure(argv, result, stderr.trim() || stdout.trim());
   return { argv, exitCode, stdout, stderr };
+}
+
+/**
+ * Runs argv in the foreground, on beadm's own terminal, with the caller's
+ * environment (plus `env`), and returns its exit status: 128 + the signal's
+ * number when a signal ended it, as a shell says. While it runs, the signals
+ * beadm gets are the child's: SIGTERM and SIGHUP are passed on to it, SIGINT
+ * and SIGQUIT (which the terminal sent to both) are left to it. Throws
+ * TOOL_MISSING when the program does not exist.
+ */
+export async function runForeground(argv: readonly string[], env: Record<string, string>): Promise<number> {
+  const [file, ...args] = argv;
+  if (file === undefined) throw new BootenvError('INTERNAL', 'runForeground() called with an empty argv');
+  throwIfInterrupted();
+  const child = execa(file, args, { env, extendEnv: true, reject: false, stdin: 'inherit', stdout: 'inherit', stderr: 'inherit' });
+  const result = await withForegroundChild((signal) => {
+    if (signal === 'SIGTERM' || signal === 'SIGHUP') child.kill(signal as NodeJS.Signals);
+  }, async () => child);
+  const signal = typeof result.signal === 'string' ? osConstants.signals[result.signal as NodeJS.Signals] : undefined;
+  if (result.exitCode === undefined && signal !== undefined) return 128 + signal;
+  const failure = notRun(argv, result);
+  if (failure !== undefined) throw failure;
+  return result.exitCode ?? 1;
 }
 
 /**

@@ -9,7 +9,8 @@
  * Signals: the CLI calls interrupt(); the next side effect that asks
  * throwIfInterrupted() throws INTERRUPTED, so the operation unwinds through its
  * scopes like any other failure and nothing is left half-made. Undo steps run
- * even while interrupted.
+ * even while interrupted. While a foreground child runs (withForegroundChild),
+ * signals are the child's.
  */
 import { BootenvError } from '../errors.js';
 
@@ -25,9 +26,35 @@ const openScopes = new Set<Scope>();
 let interruptedBy: string | undefined;
 let closing = 0;
 
-/** Records that a signal arrived; the running operation stops at its next step. */
-export function interrupt(signal: string): void {
+/** Set while a foreground child (beadm run's COMMAND) owns the terminal: it gets the signals instead. */
+let foreground: ((signal: string) => void) | undefined;
+
+/**
+ * Records that a signal arrived; the running operation stops at its next
+ * step. While a foreground child runs, the signal is the child's instead
+ * (handed to `forward`) and false is returned: it interrupts nothing here.
+ */
+export function interrupt(signal: string): boolean {
+  if (foreground !== undefined) {
+    foreground(signal);
+    return false;
+  }
   interruptedBy = signal;
+  return true;
+}
+
+/**
+ * Runs `body` (which waits for a child on the terminal) with signals handed
+ * to `forward` instead of interrupting the operation: Ctrl-C is the child's
+ * to act on, and what follows it (beadm run's cleanup) must still run.
+ */
+export async function withForegroundChild<T>(forward: (signal: string) => void, body: () => Promise<T>): Promise<T> {
+  foreground = forward;
+  try {
+    return await body();
+  } finally {
+    foreground = undefined;
+  }
 }
 
 /** Throws INTERRUPTED after interrupt(), except while undo steps are running. */
