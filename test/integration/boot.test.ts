@@ -28,7 +28,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { REPOSITORY } from '../harness/base.js';
 import { cameUp, escaped } from '../harness/boot-expect.js';
 import { bootPackage } from '../harness/boot-package.js';
-import { BootMachine, UPGRADES_SOURCES_LIST, ensureBootImage, upgradesOf, type BootResult } from '../harness/image.js';
+import { BootMachine, SKIP_UNCHANGED_OFF, UPGRADES_SOURCES_LIST, ensureBootImage, upgradesOf, type BootResult } from '../harness/image.js';
 import type { UpgradePackage } from '../harness/upgrades.js';
 
 const ARTIFACTS = path.join(REPOSITORY, 'test-artifacts/boot');
@@ -122,6 +122,7 @@ describe('booting bootenv for real: GRUB 2.06, Debian 12 kernel and systemd, on 
       [
         'beadm list -H',
         'cat /proc/cmdline',
+        SKIP_UNCHANGED_OFF,
         `cp ${UPGRADES_SOURCES_LIST} /etc/apt/sources.list.d/bootenv-test-upgrades.list`,
         `${APT}apt-get update -qq`,
         'apt-get install -y bootenv-t-marker',

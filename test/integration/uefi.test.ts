@@ -15,7 +15,7 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { REPOSITORY } from '../harness/base.js';
 import { cameUp, escaped } from '../harness/boot-expect.js';
-import { BootMachine, UPGRADES_SOURCES_LIST, ensureBootImage, upgradesOf } from '../harness/image.js';
+import { BootMachine, SKIP_UNCHANGED_OFF, UPGRADES_SOURCES_LIST, ensureBootImage, upgradesOf } from '../harness/image.js';
 import type { UpgradePackage } from '../harness/upgrades.js';
 
 const ARTIFACTS = path.join(REPOSITORY, 'test-artifacts/uefi');
@@ -90,6 +90,7 @@ describe('UEFI (OVMF): shim and GRUB upgraded inside a BE, with a kernel; rollba
           'findmnt -n -o FSTYPE,TARGET /boot/efi',
           'echo "-- before"',
           ESP_FILES,
+          SKIP_UNCHANGED_OFF,
           `cp ${UPGRADES_SOURCES_LIST} /etc/apt/sources.list.d/bootenv-test-upgrades.list`,
           `${APT}apt-get update -qq`,
           // Two seconds at least between the ESP's times (FAT keeps them to 2 s).
