@@ -201,6 +201,26 @@ describe.each([
     expectSuccess(await sandbox.beadm(upgraded, ['create', '--carry', 'none', copy.replace('@bootenv/', '')]));
   });
 
+  it("the maintainer story from the installed files: beadm run installs a .deb in a throw-away clone and passes on its self-test's status; nothing is left", async () => {
+    const deb = 'bootenv-t-service_1.0_all.deb';
+    const script = [
+      `mkdir -p /tmp/work && cp /srv/bootenv-test-repo/${deb} /tmp/work/ && cd /tmp/work`,
+      `beadm run -- sh -c 'apt-get install -y ./${deb} && bootenv-t-service --self-test'; echo "status=$?"`,
+      `beadm run -- sh -c 'bootenv-t-service --self-test'; echo "absent=$?"`,
+      'echo "mounts=$(findmnt -rn -o TARGET | grep -c "^/run/bootenv/run" || true)"',
+    ].join('\n');
+    const before = await sandbox.subvolumes();
+    const result = await sandbox.boot(first, ['bash', '-c', script], { env: APT_ENV });
+    expectSuccess(result);
+    expect(result.stdout).toContain('bootenv-t-service: self-test passed');
+    expect(result.stdout).toContain('status=0\n');
+    // A second clone is made from the running BE again: the first one's install is gone with it.
+    expect(result.stdout).toContain('absent=127\n');
+    expect(result.stdout).toMatch(/^mounts=0$/m);
+    expect(await versionIn(sandbox, first, 'bootenv-t-service')).toBeUndefined();
+    expect(await sandbox.subvolumes()).toEqual(before);
+  });
+
   /** Runs a diverted apt-get in the `upgraded` BE; returns the BE it made, after checking it is the default and the running BE kept bootenv. */
   async function divertedRun(args: string[]): Promise<string> {
     const before = await bootEnvironments(sandbox);
