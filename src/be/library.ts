@@ -32,7 +32,7 @@ import {
   renamePath,
   writeFileAtomic,
 } from '../sys/fs.js';
-import { mountBtrfs, NOSUID_NODEV, RUNTIME_DIRECTORY, unmount } from '../sys/mount.js';
+import { detachMount, mountBtrfs, NOSUID_NODEV, RUNTIME_DIRECTORY, unmount } from '../sys/mount.js';
 import { withScope, type Scope } from '../sys/scope.js';
 import { carriesFrom, carryOfBoot, setCarry, type BootCarry } from './carry.js';
 import { markCarryPending, startFollowCarry } from './carry-records.js';
@@ -86,10 +86,15 @@ export { interrupt as interruptOperation, abortOpenScopes as abortOperation } fr
 const MOUNT_DIRECTORY = `${RUNTIME_DIRECTORY}/mnt`;
 const BOOT_ID_FILE = '/proc/sys/kernel/random/boot_id';
 
-/** Unmounts `mounts` in order, removing the mount points `beadm mount` made in MOUNT_DIRECTORY. */
-async function unmountAll(mounts: readonly MountInfo[]): Promise<void> {
+/** Unmounts `mounts` in order, removing the mount points `beadm mount` made in MOUNT_DIRECTORY; `force`: a mount still in use is detached (the kernel lets go of it when its last file is closed). */
+async function unmountAll(mounts: readonly MountInfo[], force = false): Promise<void> {
   for (const mount of mounts) {
-    await unmount(mount.mountPoint, true);
+    try {
+      await unmount(mount.mountPoint, true);
+    } catch (error) {
+      if (!force) throw error;
+      await detachMount(mount.mountPoint);
+    }
     if (path.dirname(mount.mountPoint) === MOUNT_DIRECTORY) await removeEmptyDirectory(mount.mountPoint);
   }
 }
@@ -609,7 +614,7 @@ export async function mountBootEnvironment(name: string, directory: string | und
 }
 
 /** Unmounts every mount of BE `name` (not the booted `/`). Throws NOT_FOUND when it is not mounted. */
-export async function unmountBootEnvironment(name: string, options: Options = {}): Promise<BootEnvironment> {
+export async function unmountBootEnvironment(name: string, options: Options & { force?: boolean } = {}): Promise<BootEnvironment> {
   assertValidName(name);
   return withScope(async (scope) => {
     const session = await openSession(scope, options);
@@ -620,7 +625,7 @@ export async function unmountBootEnvironment(name: string, options: Options = {}
     }
     const mounts = extraMounts(session.probe, session.probe.mounts, subvolume.path);
     if (mounts.length === 0) throw new BootenvError('NOT_FOUND', `${name} is not mounted`);
-    await unmountAll(mounts);
+    await unmountAll(mounts, options.force === true);
     session.probe.mounts = await readMountTable();
     return describeOne(session, name);
   });

@@ -199,7 +199,7 @@ function buildProgram(
   program
     .command('list')
     .description('list BEs; Active: N running now, R default on next boot, T next boot only')
-    .option('-H', 'no header, tab-separated, raw numbers (for scripts)')
+    .option('-H', "for scripts, as illumos beadm prints it: no header, one BE a line, name;uuid;active;mountpoint;space;policy;created")
     .action(async (commandOptions: { H?: boolean }) => {
       const environments = await listBootEnvironments(options);
       setScripted(commandOptions.H === true);
@@ -323,8 +323,9 @@ function buildProgram(
     .alias('umount')
     .description('unmount a BE mounted with beadm mount')
     .argument('<name>', 'BE to unmount')
-    .action(async (name: string) => {
-      const environment = await unmountBootEnvironment(name, options);
+    .option('-f, --force', 'detach a mount that is still in use (the kernel lets go of it when its last file is closed)')
+    .action(async (name: string, commandOptions: { force?: boolean }) => {
+      const environment = await unmountBootEnvironment(name, { ...options, force: commandOptions.force === true });
       setReply(environmentReply(environment, `Unmounted boot environment ${name}.`));
     });
 

@@ -53,12 +53,21 @@ export function renderList(environments: readonly BootEnvironment[]): string {
     .concat('\n');
 }
 
-/** `beadm list -H`: one BE per line, tab-separated, raw values, `-` for none. */
+/**
+ * `beadm list -H`: one BE a line, as illumos beadm prints it, so that scripts
+ * written for it (Ansible's community.general.beadm) read it unchanged:
+ * `name;uuid;active;mountpoint;space;policy;created`. Active flags as in the
+ * table (empty for none), the mountpoint empty when not mounted (`/` for the
+ * running BE), space the exclusive bytes (empty when unknown: quotas off),
+ * policy always `static`, created in seconds since the epoch (empty when
+ * unknown). Names hold no `;`; descriptions are left out (list --json has them).
+ */
 export function renderListScripted(environments: readonly BootEnvironment[]): string {
   return environments
-    .map((be) =>
-      [be.name, be.active === '' ? '-' : be.active, be.mountpoint ?? '-', be.exclusiveBytes ?? '-', be.created ?? '-', be.description.replace(/[\t\n]/g, ' ')].join('\t'),
-    )
+    .map((be) => {
+      const created = be.created === null ? NaN : Date.parse(be.created);
+      return [be.name, be.uuid, be.active, be.mountpoint ?? '', be.exclusiveBytes ?? '', 'static', Number.isNaN(created) ? '' : String(Math.floor(created / 1000))].join(';');
+    })
     .map((line) => `${line}\n`)
     .join('');
 }

@@ -162,11 +162,11 @@ describe('apt-get diverted into a new BE', () => {
   });
 
   it('booting the pending BE shows the packages installed; the pending state is gone', async () => {
-    const script = 'dpkg-query -W bootenv-t-changed bootenv-t-app; cat /usr/share/bootenv-t-changed/version; apt-config dump | grep "^Dir::State::status"; beadm list -H | cut -f1,2';
+    const script = 'dpkg-query -W bootenv-t-changed bootenv-t-app; cat /usr/share/bootenv-t-changed/version; apt-config dump | grep "^Dir::State::status"; beadm list -H | cut -d\';\' -f1,3';
     const result = await sandbox.boot(pending.subvolume, ['bash', '-c', script]);
     expect(result.stdout).toContain('bootenv-t-app\t1.1\nbootenv-t-changed\t1.1\n');
     expect(result.stdout).toContain('Dir::State::status "/var/lib/dpkg/status";');
-    expect(result.stdout).toContain(`${pending.name}\tNR`);
+    expect(result.stdout).toContain(`${pending.name};NR`);
   });
 
   it('an admin-edited conffile is kept through an upgrade in a BE, with the new one beside it', async () => {

@@ -192,14 +192,19 @@ describe('beadm on an Ubuntu-style layout', () => {
     expect(await fingerprint()).toEqual(before);
   });
 
-  it('list -H: no header, tab-separated, raw numbers', async () => {
+  it('list -H: no header, illumos beadm\'s fields separated by ";", raw numbers', async () => {
     const result = await sandbox.beadm(firstBE.subvolume, ['list', '-H']);
     expect(result.exitCode).toBe(0);
     const lines = result.stdout.trimEnd().split('\n');
     expect(lines).toHaveLength(2);
-    for (const line of lines) expect(line.split('\t')).toHaveLength(6);
-    expect(lines[0]?.split('\t').slice(0, 3)).toEqual(['debian-12', 'N', '/']);
-    expect(lines[1]?.split('\t').slice(0, 4)).toEqual(['b2', 'R', '-', '-']);
+    for (const line of lines) expect(line.split(';')).toHaveLength(7);
+    const fields = lines.map((line) => line.split(';'));
+    expect([fields[0]?.[0], fields[0]?.[2], fields[0]?.[3], fields[0]?.[5]]).toEqual(['debian-12', 'N', '/', 'static']);
+    expect([fields[1]?.[0], fields[1]?.[2], fields[1]?.[3], fields[1]?.[4]]).toEqual(['b2', 'R', '', '']);
+    // The uuid is the subvolume's, as btrfs subvolume show has it; created is in seconds since the epoch.
+    const uuid = await sandbox.withTopLevel(async (top) => /UUID:\s+(\S+)/.exec(execFileSync('btrfs', ['subvolume', 'show', path.join(top, '@bootenv/b2')]).toString())?.[1]);
+    expect(fields[1]?.[1]).toBe(uuid);
+    expect(Math.abs(Number(fields[1]?.[6]) - Date.now() / 1000)).toBeLessThan(3600);
     const human = await sandbox.beadm(firstBE.subvolume, ['list']);
     expect(human.stdout.split('\n')[0]).toMatch(/^BE\s+Active\s+Mountpoint\s+Space\s+Created\s+Description$/);
   });
@@ -230,7 +235,7 @@ describe('beadm on an Ubuntu-style layout', () => {
       'set -u',
       'beadm mount b3 /mnt/b3 >/dev/null; echo "mount=$?"',
       'findmnt -rn -o FSROOT /mnt/b3',
-      'beadm list -H | grep "^b3" | cut -f3',
+      'beadm list -H | grep "^b3;" | cut -d";" -f4',
       'beadm mount b3 /mnt/other >/dev/null 2>&1; echo "again=$?"',
       'beadm destroy b3 >/dev/null 2>&1; echo "destroy=$?"',
       'beadm unmount b3 >/dev/null; echo "unmount=$?"',

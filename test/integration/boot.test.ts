@@ -55,8 +55,9 @@ function lastRecord(result: BootResult): string {
 function activeFlags(output: string): Record<string, string> {
   const flags: Record<string, string> = {};
   for (const line of output.split('\n')) {
-    const fields = line.split('\t');
-    if (fields.length === 6 && fields[0] !== undefined) flags[fields[0]] = fields[1] ?? '';
+    // illumos beadm's fields: name;uuid;active;mountpoint;space;policy;created.
+    const fields = line.split(';');
+    if (fields.length === 7 && fields[0] !== undefined) flags[fields[0]] = fields[2] ?? '';
   }
   return flags;
 }

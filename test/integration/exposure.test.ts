@@ -67,7 +67,7 @@ describe('what a mounted BE and bootenv expose to other users', () => {
       beadm unmount old
       beadm mount --writable old /tmp/public 2>&1; echo "rc-writable-public=$?"
       beadm mount --suid old /tmp/public 2>&1; echo "rc-suid-public=$?"
-      beadm list -H | cut -f1,3 | grep '^old'
+      beadm list -H | cut -d';' -f1,4 | grep '^old'
       beadm mount --writable --suid old; echo "rc-suid-private=$?"
       echo "options-suid=$(findmnt -no OPTIONS /run/bootenv/mnt/old)"
       ${asNobody('/run/bootenv/mnt/old/usr/local/bin/id-suid -u')} 2>&1; echo "nobody-runs-private=$?"
@@ -87,7 +87,7 @@ describe('what a mounted BE and bootenv expose to other users', () => {
     expect(field(result.stdout, 'rc-writable-public')).toBe(String(EXIT_CODES.USAGE));
     expect(field(result.stdout, 'rc-suid-public')).toBe(String(EXIT_CODES.USAGE));
     expect(result.stdout).toContain('/tmp/public can be reached by users other than root: a setuid-honouring mount of a BE is only made behind a directory only root can enter');
-    expect(result.stdout).toMatch(/^old\t-$/m);
+    expect(result.stdout).toMatch(/^old;$/m);
     expect(field(result.stdout, 'rc-suid-private')).toBe('0');
     expect(field(result.stdout, 'options-suid')?.split(',')).toEqual(expect.arrayContaining(['rw']));
     expect(field(result.stdout, 'options-suid')?.split(',')).not.toContain('nosuid');

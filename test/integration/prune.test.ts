@@ -43,11 +43,11 @@ beforeAll(async () => {
 });
 
 describe('beadm pin and unpin', () => {
-  it('list --json shows pinned; -H keeps its 6 fields; the table marks it', async () => {
+  it('list --json shows pinned; -H keeps its 7 fields; the table marks it', async () => {
     const listed = JSON.parse(await beadmOk(['list', '--json'])) as Array<{ name: string; pinned: boolean; active: string }>;
     expect(listed.filter((be) => be.pinned).map((be) => be.name)).toEqual(['pinned']);
     expect(Object.fromEntries(listed.filter((be) => be.active !== '').map((be) => [be.name, be.active]))).toEqual({ 'debian-12': 'N', default: 'R', trial: 'T' });
-    for (const line of (await beadmOk(['list', '-H'])).split('\n')) expect(line.split('\t')).toHaveLength(6);
+    for (const line of (await beadmOk(['list', '-H'])).trimEnd().split('\n')) expect(line.split(';')).toHaveLength(7);
     expect(await beadmOk(['list'])).toMatch(/^pinned\s.*\(pinned\)$/m);
   });
 

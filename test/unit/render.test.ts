@@ -1,4 +1,4 @@
-// Unit tests for src/cli/render.ts: `beadm list` as aligned text and as -H tab-separated lines, and byte sizes.
+// Unit tests for src/cli/render.ts: `beadm list` as aligned text and as -H lines (illumos beadm's format), and byte sizes.
 import { describe, expect, it } from 'vitest';
 import type { BootEnvironment } from '../../src/be/library.js';
 import type { CarryReport } from '../../src/be/carry.js';
@@ -56,29 +56,32 @@ describe('formatBytes', () => {
 });
 
 describe('renderListScripted (-H)', () => {
-  it('writes one tab-separated line of 6 raw fields per BE, no header', () => {
+  const epoch = String(Math.floor(Date.parse(CREATED) / 1000));
+  const uuid = '43d7addb-b4f7-1242-bd1d-664a1313f13f';
+
+  it("writes illumos beadm's line per BE, no header: name;uuid;active;mountpoint;space;policy;created", () => {
     expect(renderListScripted(ENVIRONMENTS)).toBe(
       [
-        `b1\tNR\t/\t3162112\t${CREATED}\tinstalled\n`,
-        `before-upgrade\tT\t/tmp/be_mount.x1\t16384\t${CREATED}\tbefore apt upgrade\n`,
-        'old\t-\t-\t-\t-\t\n',
+        `b1;${uuid};NR;/;3162112;static;${epoch}\n`,
+        `before-upgrade;${uuid};T;/tmp/be_mount.x1;16384;static;${epoch}\n`,
+        `old;${uuid};;;;static;\n`,
       ].join(''),
     );
   });
 
-  it.each([
-    ['a tab', 'a\tb', 'a b'],
-    ['a newline', 'line 1\nline 2', 'line 1 line 2'],
-    ['both', '\ta\n', ' a '],
-    ['nothing special', 'before upgrade', 'before upgrade'],
-  ])('keeps 6 fields on one line when the description holds %s', (_, description, shown) => {
-    const output = renderListScripted([be('b1', { description })]);
-    const lines = output.split('\n');
-    expect(lines).toHaveLength(2);
-    expect(lines[1]).toBe('');
-    const fields = (lines[0] ?? '').split('\t');
-    expect(fields).toHaveLength(6);
-    expect(fields[5]).toBe(shown);
+  it('is what Ansible community.general.beadm reads on Linux: split on ";", R in field 2 when activated, field 3 set when mounted', () => {
+    const lines = renderListScripted(ENVIRONMENTS).trimEnd().split('\n').map((line) => line.split(';'));
+    expect(lines.map((fields) => fields.length)).toEqual([7, 7, 7]);
+    expect(lines.map((fields) => [fields[0], fields[2]?.includes('R'), Boolean(fields[3])])).toEqual([
+      ['b1', true, true],
+      ['before-upgrade', false, true],
+      ['old', false, false],
+    ]);
+  });
+
+  it('leaves descriptions out, whatever they hold', () => {
+    const output = renderListScripted([be('b1', { description: 'a;b\tc\nd' })]);
+    expect(output).toBe(`b1;${uuid};;;;static;${epoch}\n`);
   });
 
   it('writes nothing when there are no BEs', () => {
@@ -181,10 +184,10 @@ describe('renderActivationCarry', () => {
 });
 
 describe('renderList of a pinned BE', () => {
-  it('starts its description with (pinned); -H keeps 6 fields and the description as it is', () => {
+  it('starts its description with (pinned); -H is unchanged by it', () => {
     const environments = [be('b1', { pinned: true, description: 'known good' }), be('b2', { pinned: true })];
     expect(renderList(environments).split('\n').slice(1, 3).map((line) => line.replace(/^.*09:05  /, ''))).toEqual(['(pinned) known good', '(pinned)']);
-    expect(renderListScripted(environments).split('\n')[0]?.split('\t')).toEqual(['b1', '-', '-', '-', CREATED, 'known good']);
+    expect(renderListScripted(environments).split('\n')[0]?.split(';').slice(0, 6)).toEqual(['b1', '43d7addb-b4f7-1242-bd1d-664a1313f13f', '', '', '', 'static']);
   });
 });
 
