@@ -19,7 +19,7 @@ import { promisify } from 'node:util';
 import { execa } from 'execa';
 import { withScratchBtrfs } from '../test/harness/btrfs-image.js';
 import { exclusiveBytes } from '../test/harness/extents.js';
-import { dropCaches, regularFiles, rewriteFile, secondsSince, type FileEntry } from './measure.js';
+import { dropCaches, regularFiles, rewriteFile, secondsSince, type FileEntry, printTable } from './measure.js';
 
 const execFileAsync = promisify(execFile);
 const INLINE_LIMIT = 2048;
@@ -123,8 +123,7 @@ async function main(): Promise<void> {
       rows.push([way.name, seconds.toFixed(2), ((seconds * 1000) / files.length).toFixed(2), mebibytes(shared), `${mebibytes(after)} (before: ${mebibytes(before)})`]);
       await execa('btrfs', ['subvolume', 'delete', '--commit-after', snapshot]);
     }
-    const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
-    for (const row of rows) console.log(row.map((cell, column) => cell.padEnd(widths[column]!)).join('  ').trimEnd());
+    printTable(rows);
   });
 }
 

@@ -21,14 +21,8 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { BOOKWORM, ensureBase } from '../test/harness/base.js';
 import { Sandbox } from '../test/harness/sandbox.js';
-import { dropCaches, secondsSince } from './measure.js';
+import { BOOKWORM_SOURCES, runBenchmark, dropCaches, secondsSince, median, printTable, stepsIn, type Step } from './measure.js';
 
-const SOURCES = [
-  'deb http://deb.debian.org/debian bookworm main',
-  'deb http://deb.debian.org/debian bookworm-updates main',
-  'deb http://deb.debian.org/debian-security bookworm-security main',
-  '',
-].join('\n');
 const APT = 'export DEBIAN_FRONTEND=noninteractive; ';
 const PACKAGES = 20;
 const ROUNDS = 3;
@@ -36,10 +30,6 @@ const FIRST = '@bootenv/debian-12';
 /** Copies of /usr under /srv for the larger root (about 0.75 GB each). */
 const BULK_COPIES = 4;
 
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)] ?? NaN;
-}
 
 interface PairResult {
   diffRuns: number[];
@@ -49,7 +39,6 @@ interface PairResult {
   rootBytes: number;
 }
 
-type Step = (booted: string, script: string) => Promise<string>;
 
 /** Alternating cold-cache runs of `beadm diff FROM TO` (timed inside the booted BE) and of the walk over the same two subvolumes. */
 async function measurePair(sandbox: Sandbox, step: Step, to: string): Promise<PairResult> {
@@ -78,13 +67,9 @@ async function measurePair(sandbox: Sandbox, step: Step, to: string): Promise<Pa
 async function main(): Promise<void> {
   const sandbox = await Sandbox.create(await ensureBase(BOOKWORM), 'ubuntu', { sizeGiB: 16 });
   try {
-    const step: Step = async (booted, script) => {
-      const result = await sandbox.boot(booted, ['bash', '-c', `${APT}${script}`]);
-      if (result.exitCode !== 0) throw new Error(`${script}\n${result.stdout}\n${result.stderr}`);
-      return result.stdout;
-    };
+    const step = stepsIn(sandbox, APT);
     await step('@', 'beadm init >/dev/null');
-    await sandbox.withTopLevel((top) => writeFile(path.join(top, FIRST, 'etc/apt/sources.list'), SOURCES));
+    await sandbox.withTopLevel((top) => writeFile(path.join(top, FIRST, 'etc/apt/sources.list'), BOOKWORM_SOURCES));
     const upgradable = (await step(FIRST, 'apt-get update -qq && apt-get -s upgrade | sed -n "s/^Inst \\([^ ]*\\) \\[.*/\\1/p"')).split('\n').filter(Boolean);
     // Debian 12's point releases leave fewer than 20 upgrades some days: git and its dependencies then make up the number.
     const extra = upgradable.length < PACKAGES ? ['git'] : [];
@@ -109,14 +94,10 @@ async function main(): Promise<void> {
       );
     }
     console.log(`apt-get install of ${upgradable.length} upgradable packages${extra.length > 0 ? ` and ${extra.join(' ')}` : ''}: ${upgraded?.[0] ?? '?'}; page cache dropped before each run`);
-    const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
-    for (const row of rows) console.log(row.map((cell, column) => cell.padEnd(widths[column]!)).join('  ').trimEnd());
+    printTable(rows);
   } finally {
     await sandbox.close();
   }
 }
 
-main().catch((error: unknown) => {
-  console.error(error);
-  process.exitCode = 1;
-});
+runBenchmark(main);

@@ -6,6 +6,7 @@
 import { closeSync, fsyncSync, lstatSync, openSync, readdirSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
+import type { Sandbox } from '../test/harness/sandbox.js';
 
 /** Seconds since `start` (from process.hrtime.bigint()). */
 export function secondsSince(start: bigint): number {
@@ -57,4 +58,44 @@ export function rewriteFile(file: string): void {
 export async function dropCaches(): Promise<void> {
   await execa('sync');
   await execa('sh', ['-c', 'echo 3 > /proc/sys/vm/drop_caches']);
+}
+
+/** The median of `values` (the upper one of an even count); NaN for none. */
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] ?? NaN;
+}
+
+/** Prints `rows` (the first is the header) as left-aligned columns two spaces apart. */
+export function printTable(rows: readonly (readonly string[])[]): void {
+  const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
+  for (const row of rows) console.log(row.map((cell, column) => cell.padEnd(widths[column]!)).join('  ').trimEnd());
+}
+
+/** A shell script run by bash in the booted BE `booted` of a sandbox, returning its stdout; throws with its output when it fails. */
+export type Step = (booted: string, script: string) => Promise<string>;
+
+/** Steps in `sandbox`, each script after `prefix` (e.g. export DEBIAN_FRONTEND=noninteractive; ). */
+export function stepsIn(sandbox: Sandbox, prefix: string): Step {
+  return async (booted, script) => {
+    const result = await sandbox.boot(booted, ['bash', '-c', `${prefix}${script}`]);
+    if (result.exitCode !== 0) throw new Error(`${script}\n${result.stdout}\n${result.stderr}`);
+    return result.stdout;
+  };
+}
+
+/** Debian 12 with its point-release and security updates, as a sources.list. */
+export const BOOKWORM_SOURCES = [
+  'deb http://deb.debian.org/debian bookworm main',
+  'deb http://deb.debian.org/debian bookworm-updates main',
+  'deb http://deb.debian.org/debian-security bookworm-security main',
+  '',
+].join('\n');
+
+/** Runs a benchmark's main: a failure is printed and sets a non-zero exit status. */
+export function runBenchmark(main: () => Promise<void>): void {
+  main().catch((error: unknown) => {
+    console.error(error);
+    process.exitCode = 1;
+  });
 }

@@ -29,16 +29,10 @@ import { fileExtents } from '../src/sys/dedupe.js';
 import { BOOKWORM, ensureBase } from '../test/harness/base.js';
 import { Sandbox } from '../test/harness/sandbox.js';
 import { exclusiveBytes } from '../test/harness/extents.js';
-import { secondsSince } from './measure.js';
+import { BOOKWORM_SOURCES, secondsSince, printTable } from './measure.js';
 
 const INLINE_LIMIT = 2048;
 const BLOCK = 4096;
-const SOURCES = [
-  'deb http://deb.debian.org/debian bookworm main',
-  'deb http://deb.debian.org/debian bookworm-updates main',
-  'deb http://deb.debian.org/debian-security bookworm-security main',
-  '',
-].join('\n');
 const APT = 'export DEBIAN_FRONTEND=noninteractive; ';
 const HELPER = path.resolve('dist/bootenv-dedupe');
 
@@ -131,7 +125,7 @@ async function main(): Promise<void> {
     };
     await step('@', 'beadm init >/dev/null');
     const first = '@bootenv/debian-12';
-    await sandbox.withTopLevel((top) => writeFile(path.join(top, first, 'etc/apt/sources.list'), SOURCES));
+    await sandbox.withTopLevel((top) => writeFile(path.join(top, first, 'etc/apt/sources.list'), BOOKWORM_SOURCES));
     await step(first, 'apt-get update -qq && apt-get upgrade -y --download-only -qq >/dev/null && beadm create stock-base -e debian-12 >/dev/null');
     await sandbox.withTopLevel(async (top) => {
       const conf = path.join(top, '@bootenv/stock-base/etc/bootenv/bootenv.conf');
@@ -220,8 +214,7 @@ async function main(): Promise<void> {
     ];
     console.log(passLine);
     for (const table of [rows, likeForLikeRows]) {
-      const widths = table[0]!.map((_, column) => Math.max(...table.map((row) => row[column]!.length)));
-      for (const row of table) console.log(row.map((cell, column) => cell.padEnd(widths[column]!)).join('  ').trimEnd());
+      printTable(table);
       console.log('');
     }
   } finally {
