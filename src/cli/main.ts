@@ -97,9 +97,9 @@ function carrySetting(value: string): CarrySetting {
   return setting;
 }
 
-function keepCount(value: string): number {
+function keepCount(value: string, option: string): number {
   const keep = parseKeepCount(value);
-  if (keep === undefined) throw new BootenvError('USAGE', `--keep needs a number of boot environments (digits only), not ${JSON.stringify(value)}`);
+  if (keep === undefined) throw new BootenvError('USAGE', `${option} needs a number (digits only), not ${JSON.stringify(value)}`);
   return keep;
 }
 
@@ -241,11 +241,18 @@ function buildProgram(
 
   program
     .command('prune')
-    .description('destroy the BEs beyond the newest N that nothing protects (running, default, one-shot, last good boot, pinned, mounted, a carry origin)')
+    .description('destroy the BEs that the retention policy does not keep and nothing protects (running, default, one-shot, last good boot, pinned, mounted, a carry origin)')
     .option('--keep <n>', 'how many of the newest BEs to keep (default: bootenv.conf keep, 10)')
+    .option('--keep-daily <n>', 'keep the newest BE of each of the last N days (default: bootenv.conf keep-daily, 7)')
+    .option('--keep-weekly <n>', 'keep the newest BE of each of the last N weeks (default: bootenv.conf keep-weekly, 4)')
     .option('--dry-run', 'say what would be destroyed and what that frees, destroy nothing')
-    .action(async (commandOptions: { keep?: string; dryRun?: boolean }) => {
-      const result = await pruneBootEnvironments({ ...options, dryRun: commandOptions.dryRun === true, ...(commandOptions.keep === undefined ? {} : { keep: keepCount(commandOptions.keep) }) });
+    .action(async (commandOptions: { keep?: string; keepDaily?: string; keepWeekly?: string; dryRun?: boolean }) => {
+      const policy = {
+        ...(commandOptions.keep === undefined ? {} : { keep: keepCount(commandOptions.keep, '--keep') }),
+        ...(commandOptions.keepDaily === undefined ? {} : { keepDaily: keepCount(commandOptions.keepDaily, '--keep-daily') }),
+        ...(commandOptions.keepWeekly === undefined ? {} : { keepWeekly: keepCount(commandOptions.keepWeekly, '--keep-weekly') }),
+      };
+      const result = await pruneBootEnvironments({ ...options, dryRun: commandOptions.dryRun === true, ...policy });
       setReply({ data: result, text: renderPrune(result) });
     });
 
