@@ -25,13 +25,13 @@ import {
 import { carryBootEnvironment } from '../be/carry.js';
 import { listShared, shareDirectories } from '../be/share.js';
 import { parseCarrySetting, parseKeepCount, type CarrySetting } from '../be/config.js';
-import { pruneBootEnvironments } from '../be/prune.js';
+import { finishTransactionAndPrune, pruneBootEnvironments, type AptRunOutcome } from '../be/prune.js';
 import { diffBootEnvironments } from '../be/diff.js';
 import { showBootEnvironment } from '../be/show.js';
-import { enterTransaction, finishTransaction, prepareTransaction, recordDpkgFailure, type TransactionOutcome } from '../be/transaction.js';
+import { enterTransaction, prepareTransaction, recordDpkgFailure } from '../be/transaction.js';
 import { BootenvError, EXIT_CODES, asBootenvError } from '../errors.js';
 import { auditBootEnvironments, dedupeBootEnvironment, type AuditProgress } from '../be/space.js';
-import { clearProgress, progressFrameDue, renderActivationCarry, renderAudit, renderBootCarry, renderCarry, renderError, renderErrorJson, renderJson, renderList, renderListScripted, renderProgress, renderPrune, renderShared, renderDiff, renderShow, renderSkipUnchanged } from './render.js';
+import { clearProgress, progressFrameDue, renderActivationCarry, renderAudit, renderAutoPrune, renderBootCarry, renderCarry, renderError, renderErrorJson, renderJson, renderList, renderListScripted, renderProgress, renderPrune, renderShared, renderDiff, renderShow, renderSkipUnchanged } from './render.js';
 
 declare const BOOTENV_VERSION: string;
 
@@ -57,7 +57,7 @@ interface Reply {
   exitStatus?: number;
 }
 
-function outcomeText(outcome: TransactionOutcome): string {
+function outcomeText(outcome: AptRunOutcome): string {
   switch (outcome.outcome) {
     case 'finished':
       return (
@@ -65,6 +65,7 @@ function outcomeText(outcome: TransactionOutcome): string {
         `the running system is unchanged. Reboot to use it.\n` +
         (outcome.replaced === null ? '' : `bootenv: ${outcome.name} includes and replaces ${outcome.replaced}, which held this boot's earlier apt changes.\n`) +
         (outcome.skipUnchanged === null ? '' : renderSkipUnchanged(outcome.skipUnchanged, 'bootenv')) +
+        (outcome.pruned === null ? '' : renderAutoPrune(outcome.pruned)) +
         (outcome.bootLoader.menuRequested ? `bootenv: the GRUB menu that a package asked update-grub for was written by bootenv, from the installed root: it boots ${outcome.name} by default and keeps an entry for every other boot environment.\n` : '')
       );
     case 'aborted':
@@ -397,7 +398,7 @@ function buildProgram(
       setReply({ data: null, text: '' });
     });
   hook.command('post-invoke').action(async () => {
-    const outcome = await finishTransaction(options);
+    const outcome = await finishTransactionAndPrune(options);
     setReply({ data: outcome, text: outcomeText(outcome) });
   });
   for (const command of hook.commands) command.exitOverride();

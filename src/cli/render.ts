@@ -110,6 +110,14 @@ export function renderPrune(result: PruneResult): string {
   return head + kept;
 }
 
+/** The prune at the end of an apt run (auto-prune): one line when it destroyed something, else nothing. */
+export function renderAutoPrune(result: PruneResult): string {
+  const count = result.destroyed.length;
+  if (count === 0) return '';
+  const names = result.destroyed.map(({ name }) => name).join(', ');
+  return `bootenv: pruned ${count} boot environment${count === 1 ? '' : 's'} (${names}), freeing ${formatBytes(result.freedBytes)} (keep = ${result.keep}, keep-daily = ${result.keepDaily}, keep-weekly = ${result.keepWeekly}; auto-prune in bootenv.conf).\n`;
+}
+
 /** `beadm share`: one line per shared path (path, subvolume, mounted now or not); the ones just shared said first. */
 export function renderShared(shared: ReadonlyArray<SharedSubvolume & { mounted?: boolean }>, added: readonly string[]): string {
   const said = added.map((sharePath) => {

@@ -98,7 +98,8 @@ describe('beadm prune', () => {
     for (const be of planned.destroyed) expect(be.freedByDestroyBytes).toBeGreaterThan(0);
     expect(planned.freedBytes).toBeGreaterThanOrEqual(planned.destroyed.reduce((sum, be) => sum + be.freedByDestroyBytes, 0));
     expect(Object.fromEntries(planned.kept.map((be) => [be.name, be.reasons]))).toEqual({
-      'new-2': ['newest'],
+      // Made today, the newest: also the newest of its day and of its week.
+      'new-2': ['newest', 'daily', 'weekly'],
       'new-1': ['newest'],
       trial: ['one-shot'],
       default: ['default'],
