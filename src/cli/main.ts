@@ -28,7 +28,8 @@ import { parseCarrySetting, parseKeepCount, type CarrySetting } from '../be/conf
 import { finishTransactionAndPrune, pruneBootEnvironments, type AptRunOutcome } from '../be/prune.js';
 import { diffBootEnvironments } from '../be/diff.js';
 import { showBootEnvironment } from '../be/show.js';
-import { enterTransaction, prepareTransaction, recordDpkgFailure } from '../be/transaction.js';
+import { prepareTransactionWithRoom } from '../be/space-guard.js';
+import { enterTransaction, recordDpkgFailure } from '../be/transaction.js';
 import { BootenvError, EXIT_CODES, asBootenvError } from '../errors.js';
 import { auditBootEnvironments, dedupeBootEnvironment, type AuditProgress } from '../be/space.js';
 import { clearProgress, progressFrameDue, renderActivationCarry, renderAudit, renderAutoPrune, renderBootCarry, renderCarry, renderError, renderErrorJson, renderJson, renderList, renderListScripted, renderProgress, renderPrune, renderShared, renderDiff, renderShow, renderSkipUnchanged } from './render.js';
@@ -377,7 +378,7 @@ function buildProgram(
 
   const hook = program.command('apt-hook', { hidden: true }).description("bootenv's APT entry points (see /etc/apt/apt.conf.d/50bootenv)");
   hook.command('pre-install-pkgs').action(async () => {
-    await prepareTransaction(await readStandardInput(), options);
+    await prepareTransactionWithRoom(await readStandardInput(), options);
     setReply({ data: null, text: '' });
   });
   hook
