@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import type { BootEnvironment } from '../../src/be/library.js';
 import type { CarryReport } from '../../src/be/carry.js';
 import type { PruneResult } from '../../src/be/prune.js';
-import { LIST_COLUMNS, formatBytes, renderActivationCarry, renderBootCarry, renderCarry, renderList, renderListScripted, renderPrune } from '../../src/cli/render.js';
+import { LIST_COLUMNS, formatBytes, renderActivationCarry, renderBootCarry, renderCarry, renderList, renderListScripted, renderPrune, renderAutoPrune } from '../../src/cli/render.js';
 
 // Local time, so the expected "Created" text does not depend on the test machine's time zone.
 const CREATED = new Date(2024, 4, 1, 9, 5).toISOString();
@@ -223,6 +223,11 @@ describe('renderPrune', () => {
 
   it('a prune says what it destroyed', () => {
     expect(renderPrune({ ...result, dryRun: false, destroyed: result.destroyed.slice(0, 1) }).split('\n')[0]).toBe('Destroyed 1 boot environment, freeing 5.0M (keep = 2, keep-daily = 0, keep-weekly = 4):');
+  });
+
+  it('the prune after an apt run: one line when it destroyed something, nothing otherwise', () => {
+    expect(renderAutoPrune(result)).toBe('bootenv: pruned 2 boot environments (apt-20240501-1, b2), freeing 5.0M (keep = 2, keep-daily = 0, keep-weekly = 4; auto-prune in bootenv.conf).\n');
+    expect(renderAutoPrune({ ...result, destroyed: [], freedBytes: 0 })).toBe('');
   });
 
   it('nothing to prune', () => {
