@@ -36,7 +36,7 @@ export const EXIT_CODES = {
   PARSE: 14,
   /** The command needs root (every command but check, --help and --version). */
   NOT_ROOT: 15,
-  /** Not enough free space for what the operation would write (the ESP, GRUB's home); nothing was written. */
+  /** Not enough free space for what the operation would write (the ESP, GRUB's home; the btrfs filesystem below min-free for an apt run); nothing was written. */
   NO_SPACE: 16,
   /** The BE is pinned (`beadm pin`): destroy refuses it and prune keeps it until `beadm unpin`. */
   PINNED: 17,

@@ -23,6 +23,16 @@
  *                 more lines; each adds to the list).
  *   keep          how many of the newest BEs `beadm prune` keeps (digits
  *                 only; default 10); protected BEs are kept besides.
+ *   keep-daily    the newest BE of each of the last N days is kept too
+ *                 (digits only; default 7).
+ *   keep-weekly   the newest BE of each of the last N weeks is kept too
+ *                 (digits only; default 4).
+ *   auto-prune    yes (default) | no — whether each apt transaction that
+ *                 made a BE ends with a prune by that policy.
+ *   min-free      the free space an apt run must leave on the filesystem,
+ *                 N% of its size or a byte count (digits, optional K, M, G
+ *                 or T suffix, binary); default 5% but at least 512M; 0
+ *                 turns the free-space guard off.
  * Pure parse; unknown keys and bad values are errors, so a typo is not ignored.
  */
 import { BootenvError } from '../errors.js';
@@ -45,13 +55,52 @@ export interface BootenvConfig {
   carryExclude: string[];
   /** How many of the newest BEs `beadm prune` keeps (./prune-plan.ts). */
   keep: number;
+  /** The newest BE of each of the last this many days is kept. */
+  keepDaily: number;
+  /** The newest BE of each of the last this many weeks is kept. */
+  keepWeekly: number;
+  /** Prune by the policy after each apt transaction that made a BE. */
+  autoPrune: boolean;
+  /** The free-space floor of an apt run (./space-guard.ts). */
+  minFree: MinFree;
 }
 
-export const DEFAULT_CONFIG: BootenvConfig = { divert: 'always', nameTemplate: 'apt-{date}-{n}', skipUnchanged: true, carry: 'all', rollbackCarry: 'data', carryExclude: [], keep: 10 };
+/** A free-space floor: the larger of `percent` of the filesystem's size and `bytes`. */
+export interface MinFree {
+  percent: number;
+  bytes: number;
+}
+
+export const DEFAULT_CONFIG: BootenvConfig = {
+  divert: 'always',
+  nameTemplate: 'apt-{date}-{n}',
+  skipUnchanged: true,
+  carry: 'all',
+  rollbackCarry: 'data',
+  carryExclude: [],
+  keep: 10,
+  keepDaily: 7,
+  keepWeekly: 4,
+  autoPrune: true,
+  minFree: { percent: 5, bytes: 512 * 1024 * 1024 },
+};
 
 /** Parses a count of BEs to keep (bootenv.conf's `keep`, prune --keep): digits only; undefined otherwise. */
 export function parseKeepCount(value: string): number | undefined {
   return /^[0-9]+$/.test(value) ? Number(value) : undefined;
+}
+
+const SIZE_UNITS: Record<string, number> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 };
+
+/** Parses bootenv.conf's min-free: `N%` (N up to 100, decimals allowed) or digits with an optional K, M, G or T suffix; undefined otherwise. */
+export function parseMinFree(value: string): MinFree | undefined {
+  const percent = /^([0-9]+(?:\.[0-9]+)?)%$/.exec(value);
+  if (percent !== null) {
+    const share = Number(percent[1]);
+    return share <= 100 ? { percent: share, bytes: 0 } : undefined;
+  }
+  const size = /^([0-9]+)([KMGT]?)$/.exec(value);
+  return size === null ? undefined : { percent: 0, bytes: Number(size[1]) * (SIZE_UNITS[size[2] as string] as number) };
 }
 
 /** Parses a carry setting (bootenv.conf's `carry`, BOOTENV_CARRY, --carry); undefined when it is none of all, data, none. */
@@ -101,6 +150,20 @@ export function parseConfig(text: string): BootenvConfig {
       const keep = parseKeepCount(value);
       if (keep === undefined) throw new BootenvError('PARSE', `${CONFIG_FILE} line ${index + 1}: keep is a number of boot environments (digits only), not ${JSON.stringify(value)}`);
       config.keep = keep;
+    } else if (key === 'keep-daily' || key === 'keep-weekly') {
+      const count = parseKeepCount(value);
+      if (count === undefined) throw new BootenvError('PARSE', `${CONFIG_FILE} line ${index + 1}: ${key} is a number of days or weeks (digits only), not ${JSON.stringify(value)}`);
+      if (key === 'keep-daily') config.keepDaily = count;
+      else config.keepWeekly = count;
+    } else if (key === 'auto-prune') {
+      if (value !== 'yes' && value !== 'no') {
+        throw new BootenvError('PARSE', `${CONFIG_FILE} line ${index + 1}: auto-prune is yes or no, not ${JSON.stringify(value)}`);
+      }
+      config.autoPrune = value === 'yes';
+    } else if (key === 'min-free') {
+      const minFree = parseMinFree(value);
+      if (minFree === undefined) throw new BootenvError('PARSE', `${CONFIG_FILE} line ${index + 1}: min-free is a share of the filesystem (5%) or a size (digits, then K, M, G or T), not ${JSON.stringify(value)}`);
+      config.minFree = minFree;
     } else {
       throw new BootenvError('PARSE', `${CONFIG_FILE} line ${index + 1}: unknown setting ${JSON.stringify(key)}`);
     }

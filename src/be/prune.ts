@@ -1,86 +1,69 @@
 /**
- * `beadm prune`: destroys the BEs beyond the newest N (bootenv.conf's `keep`,
- * or --keep) that nothing protects. What protects a BE is what `beadm
- * destroy` refuses for (./library.ts destroyRefusals: running, default,
- * one-shot, pinned, a pending carry's origin, mounted) and being the last BE
- * that booted successfully; the plan itself is ./prune-plan.ts. One session
- * (one lock) plans, measures what the plan frees (./space.ts, as audit
- * counts: no quotas needed) and, unless it is a dry run, destroys each BE of
- * the plan through destroy's own path, oldest first: a dry run and the prune
- * after it (with nothing changed between) name the same BEs.
+ * `beadm prune`: destroys the BEs that the retention policy does not keep
+ * (bootenv.conf's keep, keep-daily and keep-weekly, or --keep, --keep-daily,
+ * --keep-weekly: ./prune-plan.ts) and that nothing protects, in one session
+ * (one lock) through ./retention.ts; and the same prune at the end of each
+ * apt transaction that made a BE (bootenv.conf's auto-prune), which lives
+ * here rather than in ./transaction.ts because destroying BEs (./library.ts)
+ * depends on ./transaction.ts, not the other way round.
  */
-import type { Subvolume } from '../btrfs/parse.js';
 import { withScope } from '../sys/scope.js';
-import { destroyInSession, destroyRefusals, type Options } from './library.js';
-import { planPrune, type KeepReason, type Protection } from './prune-plan.js';
-import { bootEnvironmentSubvolumes, requireState, type Session } from './session.js';
-import { measureDestroyedSpace } from './space.js';
-import type { BootenvState } from './state.js';
-import { loadConfig, openSession } from './transaction.js';
+import type { Options } from './library.js';
+import type { RetentionPolicy } from './prune-plan.js';
+import { pruneInSession, retentionPolicy, type PruneResult } from './retention.js';
+import { requireState } from './session.js';
+import { CONFIG_FILE } from './config.js';
+import { finishTransaction, loadConfig, openSession, type TransactionOutcome } from './transaction.js';
 
-export interface PruneOptions extends Options {
-  /** How many of the newest BEs to keep; default bootenv.conf's keep. */
-  keep?: number;
+export type { PruneResult } from './retention.js';
+
+type Finished = Extract<TransactionOutcome, { outcome: 'finished' }>;
+
+/** An apt run's outcome; a finished one says what the prune after it destroyed. */
+export type AptRunOutcome = Exclude<TransactionOutcome, Finished> | (Finished & {
+  /** The prune by policy after the commit; null when auto-prune = no, or when it failed (said in a notice). */
+  pruned: PruneResult | null;
+});
+
+export interface PruneOptions extends Options, Partial<RetentionPolicy> {
   /** Plan and measure only; destroy nothing. */
   dryRun?: boolean;
 }
 
-export interface PruneResult {
-  dryRun: boolean;
-  keep: number;
-  /** The BEs destroyed (with dryRun: that would be), oldest first, each with what destroying it alone frees. */
-  destroyed: Array<{ name: string; subvolume: string; created: string; freedByDestroyBytes: number }>;
-  /** What destroying them all frees: at least the sum of their figures (it also counts what only they share among themselves). */
-  freedBytes: number;
-  /** Every other BE, newest first, with every reason it stays. */
-  kept: Array<{ name: string; reasons: KeepReason[] }>;
-}
-
-/** The BE whose last good boot is the latest, if any BE booted successfully. */
-function lastGoodBootEnvironment(session: Session, state: BootenvState): string | undefined {
-  let latest: { name: string; at: string } | undefined;
-  for (const { name, subvolume } of bootEnvironmentSubvolumes(session)) {
-    const at = state.environments[subvolume.uuid]?.lastGoodBoot?.at;
-    if (at !== undefined && (latest === undefined || Date.parse(at) >= Date.parse(latest.at))) latest = { name, at };
-  }
-  return latest?.name;
-}
-
 /**
- * Prunes BEs (see the file's comment). Without dryRun, destroys the planned
- * BEs one by one, each as `beadm destroy` would (state record, GRUB menu,
- * subvolume and its carry's snapshots); a failure stops there, the BEs
- * destroyed before it stay destroyed, and the error is thrown. Needs root.
- * Throws what openSession, loadConfig (PARSE), the space measurement and
- * destroy throw.
+ * Prunes BEs (see the file's comment and ./retention.ts pruneInSession).
+ * Needs root. Throws what openSession, loadConfig (PARSE), the space
+ * measurement and destroy throw.
  */
 export async function pruneBootEnvironments(options: PruneOptions = {}): Promise<PruneResult> {
   return withScope(async (scope) => {
     const session = await openSession(scope, options);
     const state = requireState(session);
-    const keep = options.keep ?? (await loadConfig()).keep;
-    const lastGood = lastGoodBootEnvironment(session, state);
-    const environments = bootEnvironmentSubvolumes(session);
-    const candidates = [];
-    for (const { name, subvolume } of environments) {
-      const protections: Protection[] = (await destroyRefusals(session, state, name, subvolume)).map(({ reason }) => reason);
-      if (name === lastGood) protections.push('last-good');
-      candidates.push({ name, created: state.environments[subvolume.uuid]?.created ?? null, protections });
-    }
-    const plan = planPrune(candidates, keep);
-    const targets = plan.remove.map((name) => environments.find((environment) => environment.name === name)?.subvolume as Subvolume);
-    const space = await measureDestroyedSpace(session, state, targets);
-    const destroyed = targets.map((subvolume, index) => ({
-      name: plan.remove[index] as string,
-      subvolume: subvolume.path,
-      created: state.environments[subvolume.uuid]?.created as string,
-      freedByDestroyBytes: space.freedByDestroyBytes.get(subvolume.uuid) ?? 0,
-    }));
-    if (!options.dryRun) {
-      for (const { name } of destroyed) {
-        await withScope((each) => destroyInSession(each, session, state, name));
-      }
-    }
-    return { dryRun: options.dryRun === true, keep, destroyed, freedBytes: space.freedTogetherBytes, kept: plan.kept };
+    const overrides = { ...(options.keep === undefined ? {} : { keep: options.keep }), ...(options.keepDaily === undefined ? {} : { keepDaily: options.keepDaily }), ...(options.keepWeekly === undefined ? {} : { keepWeekly: options.keepWeekly }) };
+    return pruneInSession(session, state, retentionPolicy(await loadConfig(), overrides), options.dryRun === true);
   });
+}
+
+/**
+ * DPkg::Post-Invoke: finishes the apt run's transaction (./transaction.ts
+ * finishTransaction, which throws what it throws) and, when that made a BE
+ * and bootenv.conf says auto-prune = yes, prunes by the policy in a session
+ * of its own. The prune never fails the apt run: its failure is told as a
+ * notice and the new BE stays.
+ */
+export async function finishTransactionAndPrune(options: Options = {}): Promise<AptRunOutcome> {
+  const outcome = await finishTransaction(options);
+  if (outcome.outcome !== 'finished') return outcome;
+  try {
+    const config = await loadConfig();
+    if (!config.autoPrune) return { ...outcome, pruned: null };
+    const pruned = await withScope(async (scope) => {
+      const session = await openSession(scope, options);
+      return pruneInSession(session, requireState(session), retentionPolicy(config), false);
+    });
+    return { ...outcome, pruned };
+  } catch (error) {
+    options.onNotice?.(`the prune after this apt run (auto-prune in ${CONFIG_FILE}) failed; the new boot environment is kept: ${error instanceof Error ? error.message : String(error)}`);
+    return { ...outcome, pruned: null };
+  }
 }

@@ -305,11 +305,19 @@ async function requireDpkgThroughBootenv(frontEnd: FrontEnd, config: ReadonlyMap
 }
 
 /**
- * DPkg::Pre-Install-Pkgs: reads apt's v3 hook input from `input`, cleans up an
- * interrupted transaction, and starts this apt run's transaction by saving
- * pre-images of the files apt writes before dpkg. Needs root.
+ * What prepareTransaction runs in its session, before a transaction that will
+ * make a BE starts, with the run's package actions: the free-space guard
+ * (./space-guard.ts). Throwing stops the apt run before dpkg.
  */
-export async function prepareTransaction(input: string, options: Options = {}): Promise<void> {
+export type BeforeTransaction = (session: Session, state: BootenvState, actions: readonly PackageAction[], config: BootenvConfig) => Promise<void>;
+
+/**
+ * DPkg::Pre-Install-Pkgs: reads apt's v3 hook input from `input`, cleans up an
+ * interrupted transaction, runs `beforeTransaction` when this run is to make a
+ * BE, and starts this apt run's transaction by saving pre-images of the files
+ * apt writes before dpkg. Needs root.
+ */
+export async function prepareTransaction(input: string, options: Options = {}, beforeTransaction?: BeforeTransaction): Promise<void> {
   const { actions, config: aptConfig } = parsePreInstallPkgsInput(input);
   const frontEnd = await requireFrontEnd(process.ppid);
   const config = await loadConfig();
@@ -318,8 +326,9 @@ export async function prepareTransaction(input: string, options: Options = {}): 
   await requireDpkgThroughBootenv(frontEnd, aptConfig);
   await withScope(async (scope) => {
     const session = await openSession(scope, options, 'allow');
-    requireState(session);
+    const state = requireState(session);
     const existing = requireOwnTransaction(await readTransaction(), frontEnd);
+    if ((existing === undefined || existing.environment === null) && beforeTransaction !== undefined) await beforeTransaction(session, state, actions, config);
     const record = existing ?? (await newRecord(frontEnd, false));
     if (record.preImages.files.length === 0 && record.environment === null) {
       const pending = await readPending();

@@ -72,6 +72,14 @@ export async function deleteSubvolume(path: string, commit = true): Promise<void
   await run(['btrfs', 'subvolume', 'delete', ...(commit ? ['--commit-after'] : []), path]);
 }
 
+/**
+ * Waits until btrfs has cleaned every deleted subvolume of the filesystem at
+ * `path` (`btrfs subvolume sync`): only then is their space free again.
+ */
+export async function waitForSubvolumeCleaning(path: string): Promise<void> {
+  await run(['btrfs', 'subvolume', 'sync', path]);
+}
+
 /** Per-subvolume usage from quota groups; null when quotas are not enabled (read-only). */
 export async function qgroupUsage(topLevel: string): Promise<QgroupUsage[] | null> {
   const result = await run(['btrfs', 'qgroup', 'show', '--raw', topLevel], { okExitCodes: [1] });

@@ -25,14 +25,15 @@ import {
 import { carryBootEnvironment } from '../be/carry.js';
 import { listShared, shareDirectories } from '../be/share.js';
 import { parseCarrySetting, parseKeepCount, type CarrySetting } from '../be/config.js';
-import { pruneBootEnvironments } from '../be/prune.js';
+import { finishTransactionAndPrune, pruneBootEnvironments, type AptRunOutcome } from '../be/prune.js';
 import { diffBootEnvironments } from '../be/diff.js';
 import { runInClone } from '../be/run.js';
 import { showBootEnvironment } from '../be/show.js';
-import { enterTransaction, finishTransaction, prepareTransaction, recordDpkgFailure, type TransactionOutcome } from '../be/transaction.js';
+import { prepareTransactionWithRoom } from '../be/space-guard.js';
+import { enterTransaction, recordDpkgFailure } from '../be/transaction.js';
 import { BootenvError, EXIT_CODES, asBootenvError } from '../errors.js';
 import { auditBootEnvironments, dedupeBootEnvironment, type AuditProgress } from '../be/space.js';
-import { clearProgress, progressFrameDue, renderActivationCarry, renderAudit, renderBootCarry, renderCarry, renderError, renderErrorJson, renderJson, renderList, renderListScripted, renderProgress, renderPrune, renderShared, renderDiff, renderShow, renderSkipUnchanged } from './render.js';
+import { clearProgress, progressFrameDue, renderActivationCarry, renderAudit, renderAutoPrune, renderBootCarry, renderCarry, renderError, renderErrorJson, renderJson, renderList, renderListScripted, renderProgress, renderPrune, renderShared, renderDiff, renderShow, renderSkipUnchanged } from './render.js';
 
 declare const BOOTENV_VERSION: string;
 
@@ -58,7 +59,7 @@ interface Reply {
   exitStatus?: number;
 }
 
-function outcomeText(outcome: TransactionOutcome): string {
+function outcomeText(outcome: AptRunOutcome): string {
   switch (outcome.outcome) {
     case 'finished':
       return (
@@ -66,6 +67,7 @@ function outcomeText(outcome: TransactionOutcome): string {
         `the running system is unchanged. Reboot to use it.\n` +
         (outcome.replaced === null ? '' : `bootenv: ${outcome.name} includes and replaces ${outcome.replaced}, which held this boot's earlier apt changes.\n`) +
         (outcome.skipUnchanged === null ? '' : renderSkipUnchanged(outcome.skipUnchanged, 'bootenv')) +
+        (outcome.pruned === null ? '' : renderAutoPrune(outcome.pruned)) +
         (outcome.bootLoader.menuRequested ? `bootenv: the GRUB menu that a package asked update-grub for was written by bootenv, from the installed root: it boots ${outcome.name} by default and keeps an entry for every other boot environment.\n` : '')
       );
     case 'aborted':
@@ -98,9 +100,9 @@ function carrySetting(value: string): CarrySetting {
   return setting;
 }
 
-function keepCount(value: string): number {
+function keepCount(value: string, option: string): number {
   const keep = parseKeepCount(value);
-  if (keep === undefined) throw new BootenvError('USAGE', `--keep needs a number of boot environments (digits only), not ${JSON.stringify(value)}`);
+  if (keep === undefined) throw new BootenvError('USAGE', `${option} needs a number (digits only), not ${JSON.stringify(value)}`);
   return keep;
 }
 
@@ -242,11 +244,18 @@ function buildProgram(
 
   program
     .command('prune')
-    .description('destroy the BEs beyond the newest N that nothing protects (running, default, one-shot, last good boot, pinned, mounted, a carry origin)')
+    .description('destroy the BEs that the retention policy does not keep and nothing protects (running, default, one-shot, last good boot, pinned, mounted, a carry origin)')
     .option('--keep <n>', 'how many of the newest BEs to keep (default: bootenv.conf keep, 10)')
+    .option('--keep-daily <n>', 'keep the newest BE of each of the last N days (default: bootenv.conf keep-daily, 7)')
+    .option('--keep-weekly <n>', 'keep the newest BE of each of the last N weeks (default: bootenv.conf keep-weekly, 4)')
     .option('--dry-run', 'say what would be destroyed and what that frees, destroy nothing')
-    .action(async (commandOptions: { keep?: string; dryRun?: boolean }) => {
-      const result = await pruneBootEnvironments({ ...options, dryRun: commandOptions.dryRun === true, ...(commandOptions.keep === undefined ? {} : { keep: keepCount(commandOptions.keep) }) });
+    .action(async (commandOptions: { keep?: string; keepDaily?: string; keepWeekly?: string; dryRun?: boolean }) => {
+      const policy = {
+        ...(commandOptions.keep === undefined ? {} : { keep: keepCount(commandOptions.keep, '--keep') }),
+        ...(commandOptions.keepDaily === undefined ? {} : { keepDaily: keepCount(commandOptions.keepDaily, '--keep-daily') }),
+        ...(commandOptions.keepWeekly === undefined ? {} : { keepWeekly: keepCount(commandOptions.keepWeekly, '--keep-weekly') }),
+      };
+      const result = await pruneBootEnvironments({ ...options, dryRun: commandOptions.dryRun === true, ...policy });
       setReply({ data: result, text: renderPrune(result) });
     });
 
@@ -398,7 +407,7 @@ function buildProgram(
 
   const hook = program.command('apt-hook', { hidden: true }).description("bootenv's APT entry points (see /etc/apt/apt.conf.d/50bootenv)");
   hook.command('pre-install-pkgs').action(async () => {
-    await prepareTransaction(await readStandardInput(), options);
+    await prepareTransactionWithRoom(await readStandardInput(), options);
     setReply({ data: null, text: '' });
   });
   hook
@@ -419,7 +428,7 @@ function buildProgram(
       setReply({ data: null, text: '' });
     });
   hook.command('post-invoke').action(async () => {
-    const outcome = await finishTransaction(options);
+    const outcome = await finishTransactionAndPrune(options);
     setReply({ data: outcome, text: outcomeText(outcome) });
   });
   for (const command of hook.commands) command.exitOverride();

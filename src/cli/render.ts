@@ -8,7 +8,7 @@ import type { BootEnvironment } from '../be/library.js';
 import type { DiffReport } from '../be/diff-plan.js';
 import type { BootEnvironmentStory } from '../be/show.js';
 import type { CarrySummary, SharedSubvolume } from '../be/state.js';
-import type { KeepReason } from '../be/prune-plan.js';
+import type { KeepReason, RetentionPolicy } from '../be/prune-plan.js';
 import type { PruneResult } from '../be/prune.js';
 import type { SkipUnchangedReport } from '../be/skip-unchanged.js';
 import type { SpaceAudit } from '../be/space.js';
@@ -72,7 +72,7 @@ export function renderListScripted(environments: readonly BootEnvironment[]): st
     .join('');
 }
 
-function keepReasonText(reason: KeepReason, keep: number): string {
+function keepReasonText(reason: KeepReason, policy: RetentionPolicy): string {
   switch (reason) {
     case 'running':
       return 'running now';
@@ -89,7 +89,11 @@ function keepReasonText(reason: KeepReason, keep: number): string {
     case 'mounted':
       return 'mounted';
     case 'newest':
-      return `among the newest ${keep}`;
+      return `among the newest ${policy.keep}`;
+    case 'daily':
+      return `the newest of its day (keep-daily = ${policy.keepDaily})`;
+    case 'weekly':
+      return `the newest of its week (keep-weekly = ${policy.keepWeekly})`;
     case 'unknown-age':
       return 'no record of when it was made';
   }
@@ -105,13 +109,22 @@ function alignedRows(rows: readonly string[][], indent: string): string {
 export function renderPrune(result: PruneResult): string {
   const count = result.destroyed.length;
   const environments = `${count} boot environment${count === 1 ? '' : 's'}`;
+  const policy = `keep = ${result.keep}, keep-daily = ${result.keepDaily}, keep-weekly = ${result.keepWeekly}`;
   const head =
     count === 0
-      ? `Nothing to prune (keep = ${result.keep}).\n`
-      : `${result.dryRun ? 'Would destroy' : 'Destroyed'} ${environments}, freeing ${formatBytes(result.freedBytes)} (keep = ${result.keep}):\n` +
+      ? `Nothing to prune (${policy}).\n`
+      : `${result.dryRun ? 'Would destroy' : 'Destroyed'} ${environments}, freeing ${formatBytes(result.freedBytes)} (${policy}):\n` +
         alignedRows(result.destroyed.map((be) => [be.name, `made ${formatCreated(be.created)}`, `${formatBytes(be.freedByDestroyBytes)} alone`]), '  ');
-  const kept = result.kept.length === 0 ? '' : `Kept:\n${alignedRows(result.kept.map((be) => [be.name, be.reasons.map((reason) => keepReasonText(reason, result.keep)).join(', ')]), '  ')}`;
+  const kept = result.kept.length === 0 ? '' : `Kept:\n${alignedRows(result.kept.map((be) => [be.name, be.reasons.map((reason) => keepReasonText(reason, result)).join(', ')]), '  ')}`;
   return head + kept;
+}
+
+/** The prune at the end of an apt run (auto-prune): one line when it destroyed something, else nothing. */
+export function renderAutoPrune(result: PruneResult): string {
+  const count = result.destroyed.length;
+  if (count === 0) return '';
+  const names = result.destroyed.map(({ name }) => name).join(', ');
+  return `bootenv: pruned ${count} boot environment${count === 1 ? '' : 's'} (${names}), freeing ${formatBytes(result.freedBytes)} (keep = ${result.keep}, keep-daily = ${result.keepDaily}, keep-weekly = ${result.keepWeekly}; auto-prune in bootenv.conf).\n`;
 }
 
 /** `beadm share`: one line per shared path (path, subvolume, mounted now or not); the ones just shared said first. */

@@ -294,3 +294,28 @@ export async function readDeb(file: string, handlers: DebReadHandlers = {}): Pro
   if (!dataSeen) throw malformed(file, `${layout.data.name} was not read`);
   return { controlFiles, controlCompression: layout.control.compression, dataCompression: layout.data.compression, dataEntries };
 }
+
+/**
+ * Reads only control.tar's `control` file of the .deb at `file` (data.tar is
+ * skipped, not decompressed). Reads only. Throws PARSE for a malformed
+ * archive, TOOL_MISSING when control.tar needs `xz` or `zstd` and it is not
+ * installed.
+ */
+export async function readDebControl(file: string): Promise<string> {
+  const layout = await readLayout(file);
+  const controlFiles = new Map<string, Buffer>();
+  const controlTotal = { bytes: 0 };
+  await streamMembers(
+    file,
+    new Map([[layout.control.name, (stream: Readable) => readTar(file, layout.control.name, layout.control.compression, stream, (entry) => collectControlFile(file, entry, controlFiles, controlTotal))]]),
+  );
+  const control = controlFiles.get('control');
+  if (control === undefined) throw malformed(file, 'control.tar has no control file');
+  return control.toString('utf8');
+}
+
+/** A control file's Installed-Size (dpkg counts KiB) in bytes; null when it has none or it is not a number. Pure. */
+export function installedSizeBytes(control: string): number | null {
+  const match = /^Installed-Size:[ \t]*([0-9]+)[ \t]*$/im.exec(control);
+  return match === null ? null : Number(match[1]) * 1024;
+}

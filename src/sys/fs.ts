@@ -323,6 +323,12 @@ export async function freeBytes(file: string): Promise<number> {
   return stats.bavail * stats.bsize;
 }
 
+/** The size of the filesystem holding `file` and what an unprivileged writer may still write on it, in bytes (statfs). */
+export async function filesystemSpace(file: string): Promise<{ sizeBytes: number; freeBytes: number }> {
+  const stats = await fs.statfs(file);
+  return { sizeBytes: stats.blocks * stats.bsize, freeBytes: stats.bavail * stats.bsize };
+}
+
 /** Sum of the sizes of the regular files under `dir` (symlinks not followed); 0 when it does not exist. */
 export async function treeBytes(dir: string): Promise<number> {
   let entries: Array<import('node:fs').Dirent>;

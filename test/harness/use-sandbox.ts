@@ -11,7 +11,7 @@ import { Sandbox, type Layout } from './sandbox.js';
  * closed and checked for leftovers in afterAll, whatever happened in between.
  * Returns a getter for the tests.
  */
-export function useSandbox(tarball: () => string, layout: Layout, options: { withBootenv?: boolean } = {}): () => Sandbox {
+export function useSandbox(tarball: () => string, layout: Layout, options: { withBootenv?: boolean; sizeGiB?: number } = {}): () => Sandbox {
   let sandbox: Sandbox | undefined;
   beforeAll(async () => {
     sandbox = await Sandbox.create(tarball(), layout, options);

@@ -77,7 +77,7 @@ describe('beadm prune', () => {
 
   it('keeps 10 by default and keep = N from bootenv.conf: nothing to prune with 9 BEs, then the BEs beyond the newest 1', async () => {
     const nothing = JSON.parse(await beadmOk(['prune', '--dry-run', '--json'])) as PruneResult;
-    expect(nothing).toMatchObject({ dryRun: true, keep: 10, destroyed: [], freedBytes: 0 });
+    expect(nothing).toMatchObject({ dryRun: true, keep: 10, keepDaily: 7, keepWeekly: 4, destroyed: [], freedBytes: 0 });
     expect(nothing.kept).toHaveLength(MADE.length + 1);
     await sandbox().withTopLevel(async (top) => {
       const { appendFileSync } = await import('node:fs');
@@ -91,14 +91,15 @@ describe('beadm prune', () => {
   it('--dry-run says what would go, what it frees and why each other BE stays; prune then removes exactly that, and every protected BE stays', async () => {
     const before = await names();
     const text = await beadmOk(['prune', '--dry-run', '--keep', '2']);
-    expect(text).toMatch(/^Would destroy 2 boot environments, freeing \S+ \(keep = 2\):$/m);
+    expect(text).toMatch(/^Would destroy 2 boot environments, freeing \S+ \(keep = 2, keep-daily = 7, keep-weekly = 4\):$/m);
     const planned = JSON.parse(await beadmOk(['prune', '--dry-run', '--keep', '2', '--json'])) as PruneResult;
     expect(await names()).toEqual(before);
     expect(planned.destroyed.map((be) => be.name)).toEqual(['old-1', 'old-2']);
     for (const be of planned.destroyed) expect(be.freedByDestroyBytes).toBeGreaterThan(0);
     expect(planned.freedBytes).toBeGreaterThanOrEqual(planned.destroyed.reduce((sum, be) => sum + be.freedByDestroyBytes, 0));
     expect(Object.fromEntries(planned.kept.map((be) => [be.name, be.reasons]))).toEqual({
-      'new-2': ['newest'],
+      // Made today, the newest: also the newest of its day and of its week.
+      'new-2': ['newest', 'daily', 'weekly'],
       'new-1': ['newest'],
       trial: ['one-shot'],
       default: ['default'],
@@ -121,7 +122,7 @@ describe('beadm prune', () => {
     // Nothing left to prune: exit 0, nothing destroyed.
     const again = await beadm(['prune', '--keep', '2']);
     expect(again.exitCode).toBe(0);
-    expect(again.stdout).toMatch(/^Nothing to prune \(keep = 2\)\.$/m);
+    expect(again.stdout).toMatch(/^Nothing to prune \(keep = 2, keep-daily = 7, keep-weekly = 4\)\.$/m);
     expect(await names()).toEqual(after);
   });
 });

@@ -117,6 +117,12 @@ describe('config_divert and parseConfig', () => {
     ['keep of two numbers beside never', 'keep = 1 2\ndivert = never\n'],
     ['keep as a word beside never', 'keep = all\ndivert = never\n'],
     ['keep with a glob beside never', 'keep = [0-9]\ndivert = never\n'],
+    ['the retention keys beside never', 'keep-daily = 7\nkeep-weekly=0\nauto-prune = no\ndivert = never\n'],
+    ['bad keep-daily beside never', 'keep-daily = 1.5\ndivert = never\n'],
+    ['bad keep-weekly beside never', 'keep-weekly = -4\ndivert = never\n'],
+    ['bad auto-prune beside never', 'auto-prune = on\ndivert = never\n'],
+    ...['5%', '2.5%', '100%', '100.0%', '007%', '1G', '300M', '4096', '0', '8T', '16K'].map((value) => [`min-free = ${value} beside never`, `min-free = ${value}\ndivert = never\n`]),
+    ...['101%', '100.5%', '.5%', '5.%', '1.2.3%', '%', '5 %', '1g', '1GiB', '-1', '', 'G', '1.5G', '1 G', '5%%', '[0-9]'].map((value) => [`bad min-free ${JSON.stringify(value)} beside never`, `min-free = ${value}\ndivert = never\n`]),
   ])('%s', (_, text) => {
     expect(callShell('config_divert', [], text).stdout.trim()).toBe(divertInTypeScript(text));
   });

@@ -88,12 +88,21 @@ describe('bootenv.conf', () => {
     ['keep = 0\n', { keep: 0 }],
     ['keep=25 # a month of weekly upgrades\n', { keep: 25 }],
     ['keep = 5\nkeep = 007\n', { keep: 7 }],
+    ['keep-daily = 3\nkeep-weekly = 0\n', { keepDaily: 3, keepWeekly: 0 }],
+    ['auto-prune = no\n', { autoPrune: false }],
+    ['min-free = 5%\n', { minFree: { percent: 5, bytes: 0 } }],
+    ['min-free = 2.5%\n', { minFree: { percent: 2.5, bytes: 0 } }],
+    ['min-free = 100%\n', { minFree: { percent: 100, bytes: 0 } }],
+    ['min-free = 1G\n', { minFree: { percent: 0, bytes: 1024 ** 3 } }],
+    ['min-free = 300M\n', { minFree: { percent: 0, bytes: 300 * 1024 ** 2 } }],
+    ['min-free = 4096\n', { minFree: { percent: 0, bytes: 4096 } }],
+    ['min-free = 0\n', { minFree: { percent: 0, bytes: 0 } }],
     ['carry = none\ncarry-exclude = /srv/scratch /var/cache/big/\ncarry-exclude = /opt/tmp\n', { carry: 'none', carryExclude: ['/srv/scratch', '/var/cache/big', '/opt/tmp'] }],
   ])('%j', (text, expected) => {
     expect(parseConfig(text)).toEqual({ ...DEFAULT_CONFIG, ...expected });
   });
 
-  it.each([['divert = sometimes\n'], ['colour = blue\n'], ['divert\n'], ['name-template = fixed\n'], ['carry = some\n'], ['carry-exclude = srv\n'], ['carry-exclude = /\n'], ['carry-exclude = /srv/../etc\n'], ['keep = -1\n'], ['keep = 2.5\n'], ['keep = ten\n'], ['keep =\n'], ['keep = 1 0\n'], ['keep = +3\n']])('rejects %j', (text) => {
+  it.each([['divert = sometimes\n'], ['colour = blue\n'], ['divert\n'], ['name-template = fixed\n'], ['carry = some\n'], ['carry-exclude = srv\n'], ['carry-exclude = /\n'], ['carry-exclude = /srv/../etc\n'], ['keep = -1\n'], ['keep = 2.5\n'], ['keep = ten\n'], ['keep =\n'], ['keep = 1 0\n'], ['keep = +3\n'], ['keep-daily = -1\n'], ['keep-weekly = a\n'], ['auto-prune = maybe\n'], ['min-free = 101%\n'], ['min-free = 5 %\n'], ['min-free = .5%\n'], ['min-free = 1g\n'], ['min-free = 1GiB\n'], ['min-free = -1\n'], ['min-free =\n'], ['min-free = 1.5G\n']])('rejects %j', (text) => {
     expect(() => parseConfig(text)).toThrow(BootenvError);
   });
 });

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import type { BootEnvironment } from '../../src/be/library.js';
 import type { CarryReport } from '../../src/be/carry.js';
 import type { PruneResult } from '../../src/be/prune.js';
-import { LIST_COLUMNS, formatBytes, renderActivationCarry, renderBootCarry, renderCarry, renderList, renderListScripted, renderPrune } from '../../src/cli/render.js';
+import { LIST_COLUMNS, formatBytes, renderActivationCarry, renderBootCarry, renderCarry, renderList, renderListScripted, renderPrune, renderAutoPrune } from '../../src/cli/render.js';
 
 // Local time, so the expected "Created" text does not depend on the test machine's time zone.
 const CREATED = new Date(2024, 4, 1, 9, 5).toISOString();
@@ -195,13 +195,15 @@ describe('renderPrune', () => {
   const result: PruneResult = {
     dryRun: true,
     keep: 2,
+    keepDaily: 0,
+    keepWeekly: 4,
     destroyed: [
       { name: 'apt-20240501-1', subvolume: '@bootenv/apt-20240501-1', created: CREATED, freedByDestroyBytes: 3162112 },
       { name: 'b2', subvolume: '@bootenv/b2', created: CREATED, freedByDestroyBytes: 16384 },
     ],
     freedBytes: 5 * 1024 ** 2,
     kept: [
-      { name: 'b9', reasons: ['newest'] },
+      { name: 'b9', reasons: ['newest', 'weekly'] },
       { name: 'debian-12', reasons: ['running', 'default', 'last-good'] },
       { name: 'old', reasons: ['pinned'] },
     ],
@@ -210,11 +212,11 @@ describe('renderPrune', () => {
   it('a dry run: what would go, what each frees alone, the total, and why each other BE stays', () => {
     expect(renderPrune(result)).toBe(
       [
-        'Would destroy 2 boot environments, freeing 5.0M (keep = 2):',
+        'Would destroy 2 boot environments, freeing 5.0M (keep = 2, keep-daily = 0, keep-weekly = 4):',
         '  apt-20240501-1  made 2024-05-01 09:05  3.0M alone',
         '  b2              made 2024-05-01 09:05  16K alone',
         'Kept:',
-        '  b9         among the newest 2',
+        '  b9         among the newest 2, the newest of its week (keep-weekly = 4)',
         '  debian-12  running now, boots by default, the last BE that booted successfully',
         '  old        pinned',
         '',
@@ -223,10 +225,15 @@ describe('renderPrune', () => {
   });
 
   it('a prune says what it destroyed', () => {
-    expect(renderPrune({ ...result, dryRun: false, destroyed: result.destroyed.slice(0, 1) }).split('\n')[0]).toBe('Destroyed 1 boot environment, freeing 5.0M (keep = 2):');
+    expect(renderPrune({ ...result, dryRun: false, destroyed: result.destroyed.slice(0, 1) }).split('\n')[0]).toBe('Destroyed 1 boot environment, freeing 5.0M (keep = 2, keep-daily = 0, keep-weekly = 4):');
+  });
+
+  it('the prune after an apt run: one line when it destroyed something, nothing otherwise', () => {
+    expect(renderAutoPrune(result)).toBe('bootenv: pruned 2 boot environments (apt-20240501-1, b2), freeing 5.0M (keep = 2, keep-daily = 0, keep-weekly = 4; auto-prune in bootenv.conf).\n');
+    expect(renderAutoPrune({ ...result, destroyed: [], freedBytes: 0 })).toBe('');
   });
 
   it('nothing to prune', () => {
-    expect(renderPrune({ ...result, destroyed: [], freedBytes: 0, kept: [] })).toBe('Nothing to prune (keep = 2).\n');
+    expect(renderPrune({ ...result, destroyed: [], freedBytes: 0, kept: [] })).toBe('Nothing to prune (keep = 2, keep-daily = 0, keep-weekly = 4).\n');
   });
 });
