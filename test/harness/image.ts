@@ -493,14 +493,20 @@ export async function ensureBootImage(baseTarball: string, debPackage: string, f
  * non-zero exit.
  */
 async function chrootRun(device: string, uuid: string, rootSubvolume: string, work: string, script: string, setup = ''): Promise<void> {
+  const result = await chrootCommand(device, uuid, rootSubvolume, work, script, setup);
+  if (result.exitCode !== 0) throw new Error(`in the image's root: ${script}\nexit ${result.exitCode}\n${result.output}`);
+}
+
+/** chrootRun's command, whatever its exit status: the status and its output (stdout and stderr interleaved). */
+async function chrootCommand(device: string, uuid: string, rootSubvolume: string, work: string, script: string, setup = ''): Promise<{ exitCode: number; output: string }> {
   const newRoot = mkdtempSync(path.join(work, 'chroot.'));
   try {
     const result = await execa(
       'unshare',
       ['--mount', '--propagation', 'private', '--pid', '--fork', '--kill-child', '--', 'bash', path.join(REPOSITORY, 'test/harness/boot-be.sh'), device, uuid, rootSubvolume, newRoot, setup, '--', 'sh', '-c', script],
-      { reject: false, extendEnv: false, env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root', LC_ALL: 'C' }, stdin: 'ignore', all: true },
+      { reject: false, extendEnv: false, env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root', LC_ALL: 'C' }, stdin: 'ignore', all: true, maxBuffer: 1 << 28 },
     );
-    if (result.exitCode !== 0) throw new Error(`in the image's root: ${script}\nexit ${result.exitCode}\n${result.all}`);
+    return { exitCode: result.exitCode ?? -1, output: String(result.all ?? '') };
   } finally {
     rmdirSync(newRoot);
   }
@@ -738,6 +744,19 @@ export class BootMachine {
     this.boots += 1;
     const log = path.join(this.artifacts, `${String(this.boots).padStart(2, '0')}-${name}.log`);
     return bootImage(this.image, log, { firmware: this.firmware, vars: this.vars, timeoutSeconds: options.timeoutSeconds });
+  }
+
+  /**
+   * Runs `script` chrooted in `subvolume` of the image on the host, at native
+   * speed and with the host's network (never while booted), as a sandbox
+   * boots a BE (boot-be.sh: its fstab's btrfs lines, /proc, /sys, /dev, a
+   * fresh /run). Returns the exit status and the output.
+   */
+  async chroot(subvolume: string, script: string): Promise<{ exitCode: number; output: string }> {
+    return withPartitionLoop(this.image, await btrfsPartition(this.image), async (loop) => {
+      const uuid = (await execa('blkid', ['-p', '-s', 'UUID', '-o', 'value', loop])).stdout.trim();
+      return chrootCommand(loop, uuid, subvolume, this.directory, script);
+    });
   }
 
   /** Removes the image, the NVRAM and their directory (the serial logs stay). Idempotent. */
