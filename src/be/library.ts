@@ -359,7 +359,27 @@ async function followTheMachine(scope: Scope, session: Session, state: BootenvSt
     await setCarry(session, state, name, subvolume, options.carry);
     changed = true;
   }
+  warnOfOtherOrigin(session, state, name, subvolume, running, options);
   if (changed) await saveState(scope, session, state);
+}
+
+/**
+ * A BE activated with a carry pending from a BE that is not the running one
+ * (apt made it from a system since left, and it never booted) takes that
+ * origin's changes at its boot, and nothing the running system writes: said,
+ * so that no write is lost unannounced, with the two steps that make the
+ * running system's data follow instead.
+ */
+function warnOfOtherOrigin(session: Session, state: BootenvState, name: string, subvolume: Subvolume, running: Subvolume | undefined, options: ActivateOptions): void {
+  const carry = state.environments[subvolume.uuid]?.carry;
+  if (carry === undefined || carry.exchange !== undefined || running === undefined || running.uuid === subvolume.uuid || carry.originUuid === running.uuid) return;
+  const named = (uuid: string) => bootEnvironmentSubvolumes(session).find((environment) => environment.subvolume.uuid === uuid)?.name;
+  const origin = named(carry.originUuid) ?? 'a BE since destroyed';
+  const runningName = named(running.uuid) ?? running.path;
+  session.notify(
+    `${name} has a carry pending from ${origin}, not from the running ${runningName}: at its boot it takes what ${origin} changed, and nothing ${runningName} writes is carried into it. ` +
+      `To carry ${runningName}'s data instead: beadm activate${options.temporary ? ' -t' : ''} --carry none ${name} && beadm activate${options.temporary ? ' -t' : ''} ${name}`,
+  );
 }
 
 export interface BootCompletion {

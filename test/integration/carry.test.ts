@@ -397,4 +397,31 @@ describe('rollback: activating an older BE carries the data, not the system', ()
     expect((await sandbox.beadm(ORIGIN, ['activate', 'debian-12'])).exitCode).toBe(0);
     await onHost(`sed -i '/^rollback-carry/d' "$TOP/${ORIGIN}/etc/bootenv/bootenv.conf"`);
   });
+
+  it('a BE whose carry is pending from a BE no longer running: activate says what will not follow, and its two steps carry the running BE\'s data', async () => {
+    // apt (here create -a) made `stale` from debian-12; the machine then runs another BE, never booting stale.
+    const made = await sandbox.beadm(ORIGIN, ['create', '-a', 'stale']);
+    expect(made.exitCode, made.stderr).toBe(0);
+    const inNewer = `set -e
+      echo 'from newer' > /var/lib/appdb/from-newer.db
+      beadm activate stale >/dev/null
+      echo --- >&2
+      beadm activate --carry none stale >/dev/null && beadm activate stale >/dev/null
+      beadm list --json`;
+    const ran = await sandbox.boot(`@bootenv/${newer}`, ['bash', '-c', inNewer]);
+    expect(ran.exitCode, ran.stderr).toBe(0);
+    const [told, after] = ran.stderr.split('---') as [string, string];
+    expect(told).toContain(`beadm: note: stale has a carry pending from debian-12, not from the running ${newer}: at its boot it takes what debian-12 changed, and nothing ${newer} writes is carried into it. To carry ${newer}'s data instead: beadm activate --carry none stale && beadm activate stale`);
+    expect(after).toBe('');
+    const list = JSON.parse(ran.stdout) as Array<{ name: string; active: string; carry: { origin: string; mode: string } | null }>;
+    expect(list.find((entry) => entry.name === 'stale')).toMatchObject({ active: 'R', carry: { origin: newer, mode: 'data' } });
+    // Its boot takes the running BE's data (read from the host, in the subvolume).
+    const booted = await sandbox.boot('@bootenv/stale', ['bash', '-c', 'beadm boot-complete']);
+    expect(booted.exitCode, booted.stderr).toBe(0);
+    expect(await sandbox.readFile('@bootenv/stale/var/lib/appdb/from-newer.db')).toBe('from newer\n');
+    const back = await sandbox.boot(ORIGIN, ['bash', '-c', 'set -e; beadm activate --carry none debian-12 >/dev/null; beadm destroy -F stale']);
+    expect(back.exitCode, back.stderr).toBe(0);
+    expect(await sandbox.bootEnvironments()).not.toContain('@bootenv/stale');
+    expect(await carryLeftovers()).toEqual([]);
+  });
 });
