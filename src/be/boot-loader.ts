@@ -31,7 +31,7 @@ import {
   type InstallPlan,
 } from '../grub/install.js';
 import { run } from '../sys/exec.js';
-import { fileSize, freeBytes, listDirectory, makeDirectory, pathExists, readText, readTextIfExists, treeBytes, writeFileAtomic } from '../sys/fs.js';
+import { fileSize, filesystemSpace, listDirectory, makeDirectory, pathExists, readText, readTextIfExists, treeBytes, writeFileAtomic } from '../sys/fs.js';
 import { bindMount, mountFilesystem } from '../sys/mount.js';
 import type { Scope } from '../sys/scope.js';
 import { fstabEntry } from './fstab.js';
@@ -124,7 +124,7 @@ async function requireSpace(root: string, plans: readonly InstallPlan[], beName:
   for (const target of new Set(plans.map((plan) => plan.target))) {
     homeNeeded += homeBytesNeeded(await treeBytes(`${root}/usr/lib/grub/${target}`), await fileSize(`${root}/usr/share/grub/unicode.pf2`));
   }
-  const homeFree = await freeBytes(`${root}${GRUB_HOME}`);
+  const homeFree = (await filesystemSpace(`${root}${GRUB_HOME}`)).freeBytes;
   if (homeNeeded > homeFree) {
     throw new BootenvError('NO_SPACE', `GRUB's home (${GRUB_HOME} of the installed root) has ${mebibytes(homeFree)} free, and the boot loader that boot environment ${beName} installs needs ${mebibytes(homeNeeded)}: nothing was written, and the BE was discarded`, {
       hint: 'free space on the btrfs filesystem (beadm destroy an old BE) and run apt again',
@@ -148,7 +148,7 @@ async function requireSpace(root: string, plans: readonly InstallPlan[], beName:
     });
   }
   const espNeeded = espBytesNeeded(files);
-  const espFree = await freeBytes(esp);
+  const espFree = (await filesystemSpace(esp)).freeBytes;
   if (espNeeded > espFree) {
     throw new BootenvError('NO_SPACE', `the ESP (${ESP_MOUNTPOINT}) has ${mebibytes(espFree)} free, and writing ${files.map((file) => file.path).join(', ')} needs ${mebibytes(espNeeded)}: nothing was written, and boot environment ${beName} was discarded`, {
       hint: `remove what is not needed from ${ESP_MOUNTPOINT} (old boot loaders under EFI/) and run apt again`,

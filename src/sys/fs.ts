@@ -317,12 +317,6 @@ export async function fileSize(file: string): Promise<number> {
   }
 }
 
-/** Bytes an unprivileged writer may still write on the filesystem holding `file` (statfs: blocks available × block size). */
-export async function freeBytes(file: string): Promise<number> {
-  const stats = await fs.statfs(file);
-  return stats.bavail * stats.bsize;
-}
-
 /** The size of the filesystem holding `file` and what an unprivileged writer may still write on it, in bytes (statfs). */
 export async function filesystemSpace(file: string): Promise<{ sizeBytes: number; freeBytes: number }> {
   const stats = await fs.statfs(file);
