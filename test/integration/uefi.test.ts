@@ -23,7 +23,7 @@ const APT = 'export DEBIAN_FRONTEND=noninteractive\n';
 const ROOT = '@rootfs';
 const FIRST = 'debian-12';
 const BROKEN = 'broken';
-const STEP_TIMEOUT_MS = 1_800_000;
+const STEP_TIMEOUT_MS = 2_700_000;
 
 /** The ESP's boot-loader files with their modification times, printed in the guest. */
 const ESP_FILES = 'find /boot/efi/EFI -type f -printf "esp %P %T@\\n" | sort';
