@@ -42,7 +42,7 @@ const RECORDS = '/var/lib/bootenv-test-writer/records';
 const REBOOT = 'touch /run/bootenv-test-reboot';
 /** Prints the records file's count and last line, and any gap in its numbering. */
 const COUNT_RECORDS = `awk '$1 != NR { print "records: gap at line " NR ": " $0; exit 1 } END { print "records: " NR " last: " $0 }' ${RECORDS}`;
-/** A step boots at most twice; a boot has its own time limit (600 s, 900 s for the apt run). */
+/** A step boots at most twice; a boot has its own time limit (1200 s by default, 2400 s for the apt run). */
 const STEP_TIMEOUT_MS = 2_700_000;
 
 /** The writer's last record of a boot that shut down for real, from its serial log ("N BOOT stop"). */
