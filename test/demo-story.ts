@@ -114,10 +114,14 @@ async function story(sandbox: Sandbox, log: Log): Promise<void> {
   await step(first.subvolume, ['activate', 'b2'], 'boot b2 from the next boot on');
   await step(first.subvolume, ['list'], 'b2 is R now');
   const grubCfg = await sandbox.readFile('@/boot/grub/grub.cfg');
-  const entry = /menuentry [^\n]*'bootenv-b2'[\s\S]*?\n\}/.exec(grubCfg)?.[0];
-  expectThat(entry !== undefined, "grub.cfg has no menu entry 'bootenv-b2'");
-  log("\n# GRUB's menu entry for b2, in the installed root's /boot/grub/grub.cfg:");
+  const linux = /\nfunction bootenv_linux \{\n[^\n]*\n\}/.exec(grubCfg)?.[0].trim();
+  expectThat(linux !== undefined && grubCfg.includes('source "${config_directory}/bootenv/entries.cfg"'), 'grub.cfg does not source bootenv/entries.cfg');
+  const entry = /menuentry [^\n]*'bootenv-b2'[\s\S]*?\n\}/.exec(await sandbox.readBootMenu())?.[0];
+  expectThat(entry !== undefined, "entries.cfg has no menu entry 'bootenv-b2'");
+  log("\n# GRUB's menu entry for b2, in the installed root's /boot/grub/bootenv/entries.cfg (grub.cfg sources it at boot):");
   log(entry);
+  log('# and the function it boots through, in /boot/grub/grub.cfg (the command line of /etc/default/grub):');
+  log(linux);
   await step(first.subvolume, ['destroy', first.name], 'the running BE cannot be destroyed', 'BUSY');
   await step(first.subvolume, ['create', '../evil'], 'hostile names are refused', 'INVALID_NAME');
   await step(first.subvolume, ['activate', first.name], 'and back again to the first BE');

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { deleteSubvolume, filesystemUuid, listSubvolumes, snapshotSubvolume } from '../btrfs/commands.js';
 import type { Subvolume } from '../btrfs/parse.js';
 import { BootenvError } from '../errors.js';
-import { regenerateGrubConfig, writeMenuEntries } from '../grub/config.js';
+import { grubConfigSourcesEntries, regenerateGrubConfig, replaceSourcedMenuEntries, writeMenuEntries } from '../grub/config.js';
 import { chooseBootFiles, type BootFiles } from '../grub/kernels.js';
 import { generateBootMenu } from '../grub/menu.js';
 import { listDirectory, makeDirectory, pathExists, readText, writeFileAtomic } from '../sys/fs.js';
@@ -22,7 +22,7 @@ import type { Scope } from '../sys/scope.js';
 import { INSTALLED_ROOT_MOUNTPOINT, rewriteFstabForBootEnvironment } from './fstab.js';
 import { markCarryPending, prepareCarry, sweepCarrySnapshots, type CarryChoice } from './carry-records.js';
 import { readOsRelease } from './os-release.js';
-import { bootEnvironmentSubvolumes, saveState, type Session } from './session.js';
+import { bootEnvironmentSubvolumes, installedRootPath, saveState, type Session } from './session.js';
 import { CONTAINER, type BootenvState } from './state.js';
 
 /** The kernel GRUB would boot in the subvolume at `subvolume` (from the top level); undefined when it has none. */
@@ -105,9 +105,11 @@ export async function forgetBootEnvironment(
 }
 
 /**
- * Rewrites the BE entries in GRUB's home and regenerates grub.cfg from the
- * installed root. On abort the previous entries come back and grub.cfg is
- * regenerated from them.
+ * Rewrites the BE entries in GRUB's home. When grub.cfg sources them that is
+ * all; otherwise (beadm init; a grub.cfg that an older 09_bootenv wrote, which
+ * copies the entries in, the installed root's or a BE's update-grub) grub.cfg
+ * is regenerated from the installed root. On abort the previous entries come
+ * back, and a regenerated grub.cfg is regenerated from them.
  */
 export async function refreshBootMenu(scope: Scope, session: Session, state: BootenvState): Promise<void> {
   const environments = [];
@@ -122,6 +124,10 @@ export async function refreshBootMenu(scope: Scope, session: Session, state: Boo
     });
   }
   const text = generateBootMenu({ filesystemUuid: await filesystemUuid(session.top), environments, defaultName });
+  if (await grubConfigSourcesEntries(installedRootPath(session, state))) {
+    await replaceSourcedMenuEntries(scope, installedRootPath(session, state), text);
+    return;
+  }
   const grubHome = await mountBtrfsTemporarily(scope, session.probe.device, `subvol=/${state.installedRoot},${NOSUID_NODEV}`, 'grubhome');
   scope.onAbort('regenerate grub.cfg from the previous entries', () => regenerateGrubConfig(grubHome));
   await writeMenuEntries(scope, grubHome, text);

@@ -1,15 +1,27 @@
 /**
  * The GRUB menu entries of the BEs. beadm writes this text to GRUB's home
- * (`/boot/grub/bootenv/entries.cfg` of the installed root) whenever BEs change,
- * and bootenv's `/etc/grub.d/09_bootenv` passes it to grub-mkconfig, replacing
- * CMDLINE_PLACEHOLDER with the system's GRUB_CMDLINE_LINUX(_DEFAULT). Each entry
- * boots the kernel and initramfs inside that BE's own /boot with
- * `rootflags=subvol=<BE subvolume>`. Pure: names and paths are validated before
- * they get here, and every value is single-quoted anyway.
+ * (`/boot/grub/bootenv/entries.cfg` of the installed root) whenever BEs change.
+ * Each entry boots the kernel and initramfs inside that BE's own /boot with
+ * `rootflags=subvol=<BE subvolume>` through LINUX_FUNCTION, which adds the
+ * system's GRUB_CMDLINE_LINUX(_DEFAULT). The one text serves both kinds of
+ * `/etc/grub.d/09_bootenv` a machine may run (the installed root's is as old
+ * as its beadm init, and each BE's update-grub runs its own):
+ *   - bootenv's, finding ENTRIES_MARKER, makes grub.cfg `source` the file at
+ *     boot and defines LINUX_FUNCTION after it, with the command line, over
+ *     the file's own definition;
+ *   - an older one copies the file into grub.cfg, replacing
+ *     CMDLINE_PLACEHOLDER with the command line: the file's own definition
+ *     of LINUX_FUNCTION then holds it.
+ * Pure: names and paths are validated before they get here, and every value
+ * is single-quoted anyway.
  */
 import type { BootFiles } from './kernels.js';
 
 export const CMDLINE_PLACEHOLDER = '@BOOTENV_CMDLINE@';
+/** The GRUB function the entries boot through: `linux "$@"` and the system's command line. */
+export const LINUX_FUNCTION = 'bootenv_linux';
+/** The line by which 09_bootenv knows an entries file it can source. */
+export const ENTRIES_MARKER = '# bootenv-entries: 2';
 export const ENTRY_ID_PREFIX = 'bootenv-';
 
 export interface MenuBootEnvironment {
@@ -38,7 +50,13 @@ export function generateBootMenu(menu: BootMenu): string {
   const ordered = [...menu.environments].sort(
     (a, b) => Number(b.name === menu.defaultName) - Number(a.name === menu.defaultName),
   );
-  const lines = ['# Boot environments, written by beadm: do not edit, run beadm instead.'];
+  const lines = [
+    '# Boot environments, written by beadm: do not edit, run beadm instead.',
+    ENTRIES_MARKER,
+    `function ${LINUX_FUNCTION} {`,
+    `\tlinux "$@" ${CMDLINE_PLACEHOLDER}`,
+    '}',
+  ];
   for (const environment of ordered) {
     if (environment.bootFiles === undefined) {
       lines.push(`# BE ${environment.name}: no kernel with initramfs and modules in its /boot, no entry`);
@@ -53,7 +71,7 @@ export function generateBootMenu(menu: BootMenu): string {
       '\tinsmod btrfs',
       `\tsearch --no-floppy --fs-uuid --set=root ${menu.filesystemUuid}`,
       `\techo ${quote(`Loading Linux ${version} from boot environment ${environment.name} ...`)}`,
-      `\tlinux ${base}/${kernel} root=UUID=${menu.filesystemUuid} ro rootflags=subvol=${environment.subvolume} ${CMDLINE_PLACEHOLDER}`,
+      `\t${LINUX_FUNCTION} ${base}/${kernel} root=UUID=${menu.filesystemUuid} ro rootflags=subvol=${environment.subvolume}`,
       `\tinitrd ${base}/${initrd}`,
       '}',
     );

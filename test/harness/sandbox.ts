@@ -15,6 +15,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, rmdirSync } from 'node:f
 import path from 'node:path';
 import { execa, type Result } from 'execa';
 import { REPOSITORY } from './base.js';
+import { readBootMenu } from './grub-menu.js';
 
 export type Layout = 'ubuntu' | 'debian' | 'flat';
 
@@ -204,6 +205,11 @@ export class Sandbox {
   /** Reads a file at a path from the top level (e.g. `@/boot/grub/grub.cfg`). */
   async readFile(relative: string): Promise<string> {
     return this.withTopLevel(async (top) => readFileSync(path.join(top, relative), 'utf8'));
+  }
+
+  /** The boot menu GRUB reads from the installed root `root`'s home: its grub.cfg and the entries.cfg it sources (./grub-menu.ts). */
+  async readBootMenu(root = '@'): Promise<string> {
+    return this.withTopLevel(async (top) => readBootMenu(path.join(top, root)));
   }
 
   /** Mount points on the host that show this sandbox's filesystem. */

@@ -89,7 +89,7 @@ describe('Ansible community.general.beadm', () => {
     expect(first.stdout).toContain('mounted: /@bootenv/ans1\n');
     const subvolumes = await box.subvolumes();
     expect(subvolumes).toEqual(expect.arrayContaining(['@bootenv/ans1', '@bootenv/ans2']));
-    expect(await box.readFile('@/boot/grub/grub.cfg')).toContain("set default='bootenv-ans1'");
+    expect(await box.readBootMenu()).toContain("set default='bootenv-ans1'");
     const listed = await box.beadm(FIRST, ['list', '--json']);
     expect((JSON.parse(listed.stdout) as Array<{ name: string; description: string }>).find((be) => be.name === 'ans1')?.description).toBe('made by ansible');
 

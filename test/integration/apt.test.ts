@@ -157,7 +157,7 @@ describe('apt-get diverted into a new BE', () => {
       expect(() => execFileSync('test', ['-e', path.join(root, 'usr/sbin/policy-rc.d')])).toThrow();
       expect(readFileSync(path.join(root, 'var/log/apt/history.log'), 'utf8')).toContain('Commandline: apt-get install -y bootenv-t-activator');
     });
-    expect(await sandbox.readFile('@/boot/grub/grub.cfg')).toContain(`set default='bootenv-${pending.name}'`);
+    expect(await sandbox.readBootMenu()).toContain(`set default='bootenv-${pending.name}'`);
     expect(await sandbox.hostMounts()).toEqual([]);
   });
 

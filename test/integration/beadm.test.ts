@@ -6,6 +6,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { EXIT_CODES } from '../../src/errors.js';
+import { SOURCING_MARKER } from '../../src/grub/config.js';
+import { bootenvCommandLine } from '../harness/grub-menu.js';
 import { Sandbox } from '../harness/sandbox.js';
 import { WAIT_UNTIL } from '../harness/shell.js';
 
@@ -87,10 +89,13 @@ describe('beadm on an Ubuntu-style layout', () => {
     expect(fstab).toMatch(new RegExp(`^UUID=${sandbox.uuid} /home btrfs defaults,subvol=@home 0 2$`, 'm'));
     expect(await sandbox.readFile('@/etc/fstab')).toMatch(/subvol=@ 0 1$/m);
 
-    const grubCfg = await sandbox.readFile('@/boot/grub/grub.cfg');
+    // init ran grub-mkconfig: grub.cfg sources the entries and holds the command line, entries.cfg the entries.
+    const grubCfg = await sandbox.readBootMenu();
     grubScriptCheck(grubCfg);
+    grubScriptCheck(await sandbox.readFile('@/boot/grub/grub.cfg'));
+    expect(bootenvCommandLine(await sandbox.readFile('@/boot/grub/grub.cfg'))).toBe('console=ttyS0 quiet');
     expect(grubCfg).toContain("--id 'bootenv-debian-12'");
-    expect(grubCfg).toMatch(/linux \/@bootenv\/debian-12\/boot\/vmlinuz-\S+ root=UUID=\S+ ro rootflags=subvol=@bootenv\/debian-12 console=ttyS0 quiet$/m);
+    expect(grubCfg).toMatch(/^\tbootenv_linux \/@bootenv\/debian-12\/boot\/vmlinuz-\S+ root=UUID=\S+ ro rootflags=subvol=@bootenv\/debian-12$/m);
     expect(grubCfg).toContain("set default='bootenv-debian-12'");
     expect(await sandbox.hostMounts()).toEqual([]);
   });
@@ -126,11 +131,11 @@ describe('beadm on an Ubuntu-style layout', () => {
     expect(await sandbox.subvolumes()).toContain('@bootenv/b2');
     expect(await sandbox.readFile('@bootenv/b2/etc/fstab')).toMatch(/ \/ btrfs defaults,subvol=@bootenv\/b2 0 1$/m);
 
-    const grubCfg = await sandbox.readFile('@/boot/grub/grub.cfg');
+    const grubCfg = await sandbox.readBootMenu();
     grubScriptCheck(grubCfg);
     const entry = /menuentry [^\n]*--id 'bootenv-b2' \{\n([\s\S]*?)\n\}/.exec(grubCfg)?.[1] ?? '';
     expect(entry).toContain('rootflags=subvol=@bootenv/b2');
-    const kernel = /\tlinux (\S+)/.exec(entry)?.[1] ?? '';
+    const kernel = /\tbootenv_linux (\S+)/.exec(entry)?.[1] ?? '';
     const initrd = /\tinitrd (\S+)/.exec(entry)?.[1] ?? '';
     expect(kernel).toMatch(/^\/@bootenv\/b2\/boot\/vmlinuz-/);
     expect(initrd).toMatch(/^\/@bootenv\/b2\/boot\/initrd.img-/);
@@ -263,7 +268,7 @@ describe('beadm on an Ubuntu-style layout', () => {
       'default-left=1',
     ]);
     expect(await sandbox.subvolumes()).not.toContain('@bootenv/b3');
-    expect(await sandbox.readFile('@/boot/grub/grub.cfg')).not.toContain('bootenv-b3');
+    expect(await sandbox.readBootMenu()).not.toContain('bootenv-b3');
   });
 
   it('rename moves the subvolume, its fstab and its GRUB entry; refuses the booted BE', async () => {
@@ -275,7 +280,7 @@ describe('beadm on an Ubuntu-style layout', () => {
     expect(subvolumes).toContain('@bootenv/b5');
     expect(subvolumes).not.toContain('@bootenv/b4');
     expect(await sandbox.readFile('@bootenv/b5/etc/fstab')).toMatch(/subvol=@bootenv\/b5 0 1$/m);
-    const grubCfg = await sandbox.readFile('@/boot/grub/grub.cfg');
+    const grubCfg = await sandbox.readBootMenu();
     grubScriptCheck(grubCfg);
     expect(grubCfg).toContain("--id 'bootenv-b5'");
     expect(grubCfg).not.toContain('bootenv-b4');
@@ -301,7 +306,7 @@ describe('beadm on an Ubuntu-style layout', () => {
     ]);
     const grubenv = await sandbox.boot('@', ['grub-editenv', '/boot/grub/grubenv', 'list']);
     expect(grubenv.stdout).toContain('next_entry=bootenv-b5');
-    const grubCfg = await sandbox.readFile('@/boot/grub/grub.cfg');
+    const grubCfg = await sandbox.readBootMenu();
     expect(grubCfg).toMatch(/if \[ "\$\{next_entry\}" \] ; then\n\s+set default="\$\{next_entry\}"/);
     expect(grubCfg).toContain(`if [ -z "\${boot_once}" ]; then set default='bootenv-b2'; fi`);
 
@@ -409,7 +414,57 @@ describe('beadm on an Ubuntu-style layout', () => {
     }
   }
 
-  it('a failing grub-mkconfig undoes create: no subvolume, state, GRUB change or mount left', async () => {
+  /** Puts an extra program into the first BE's /usr/local/sbin (first on beadm's PATH) for the duration of `body`. */
+  async function withProgram(name: string, script: string, body: () => Promise<void>): Promise<void> {
+    const file = (top: string) => path.join(top, firstBE.subvolume, 'usr/local/sbin', name);
+    await sandbox.withTopLevel(async (top) => {
+      writeFileSync(file(top), script, { mode: 0o755 });
+    });
+    try {
+      await body();
+    } finally {
+      await sandbox.withTopLevel(async (top) => {
+        rmSync(file(top), { force: true });
+      });
+    }
+  }
+
+  it('create rewrites entries.cfg alone: grub.cfg, which sources it, stays byte for byte', async () => {
+    const grubCfg = await sandbox.readFile('@/boot/grub/grub.cfg');
+    expect(grubCfg).toContain(`\n${SOURCING_MARKER}`);
+    // A GRUB script that would fail shows that no grub-mkconfig runs.
+    await withGrubScript('99_test_fail', '#!/bin/sh\necho "injected failure" >&2\nexit 1\n', async () => {
+      const create = await sandbox.beadm(firstBE.subvolume, ['create', 'quick']);
+      expect(create.stderr).toBe('');
+      expect(create.exitCode).toBe(0);
+    });
+    expect(await sandbox.readFile('@/boot/grub/grub.cfg')).toBe(grubCfg);
+    expect(await sandbox.readFile('@/boot/grub/bootenv/entries.cfg')).toContain("--id 'bootenv-quick'");
+    expect((await sandbox.beadm(firstBE.subvolume, ['destroy', 'quick'])).exitCode).toBe(0);
+    expect(await sandbox.readFile('@/boot/grub/grub.cfg')).toBe(grubCfg);
+    expect(await sandbox.readBootMenu()).not.toContain('bootenv-quick');
+  });
+
+  it('entries that fail grub-script-check undo create: no subvolume, state, GRUB change or mount left', async () => {
+    const before = await fingerprint();
+    await withProgram('grub-script-check', '#!/bin/sh\necho "injected failure" >&2\nexit 1\n', async () => {
+      const result = await sandbox.boot(firstBE.subvolume, ['bash', '-c', 'beadm create failing; echo "rc=$?"; findmnt -rn -o TARGET | grep -c /run/bootenv']);
+      expect(result.stdout).toContain(`rc=${EXIT_CODES.COMMAND_FAILED}`);
+      expect(result.stderr).toMatch(/do not pass grub-script-check: .*injected failure/s);
+      expect(result.stdout.trim().split('\n').at(-1)).toBe('0');
+    });
+    expect(await fingerprint()).toEqual(before);
+    expect(await sandbox.subvolumes()).not.toContain('@bootenv/failing');
+    const entries = await sandbox.withTopLevel(async (top) => execFileSync('ls', [path.join(top, '@/boot/grub/bootenv')]).toString());
+    expect(entries.trim()).toBe('entries.cfg');
+  });
+
+  it('a grub.cfg that does not source the entries (an older 09_bootenv wrote it): grub-mkconfig runs, and its failure undoes create', async () => {
+    // As an older 09_bootenv leaves it: no stanza; the entries were copied in.
+    await sandbox.withTopLevel(async (top) => {
+      const file = path.join(top, '@/boot/grub/grub.cfg');
+      writeFileSync(file, readFileSync(file, 'utf8').replace(`${SOURCING_MARKER}`, '# (no bootenv stanza)'));
+    });
     const before = await fingerprint();
     await withGrubScript('99_test_fail', '#!/bin/sh\necho "injected failure" >&2\nexit 1\n', async () => {
       const result = await sandbox.boot(firstBE.subvolume, ['bash', '-c', 'beadm create failing; echo "rc=$?"; findmnt -rn -o TARGET | grep -c /run/bootenv']);
@@ -419,25 +474,30 @@ describe('beadm on an Ubuntu-style layout', () => {
     });
     expect(await fingerprint()).toEqual(before);
     expect(await sandbox.subvolumes()).not.toContain('@bootenv/failing');
+    // The next change runs grub-mkconfig, and grub.cfg sources the entries again.
+    expect((await sandbox.beadm(firstBE.subvolume, ['create', 'healed'])).exitCode).toBe(0);
+    expect(await sandbox.readFile('@/boot/grub/grub.cfg')).toContain(`\n${SOURCING_MARKER}`);
+    expect(await sandbox.readBootMenu()).toContain("--id 'bootenv-healed'");
+    expect((await sandbox.beadm(firstBE.subvolume, ['destroy', 'healed'])).exitCode).toBe(0);
   });
 
   it('SIGTERM during create unwinds it: INTERRUPTED, nothing half-made or mounted', async () => {
     const before = await fingerprint();
-    // The GRUB script (run by grub-mkconfig chrooted in the installed root, mounted at /.rootbe in
-    // the booted BE) says when create has reached it and holds create there until released; the
-    // release waits until the kernel has delivered SIGTERM to beadm (no longer pending in ShdPnd),
-    // so beadm learns of the signal before grub-mkconfig ends, mid-operation.
+    // grub-script-check (a wrapper first on beadm's PATH in the booted BE) says when create has
+    // reached the check of the new entries and holds create there until released; the release
+    // waits until the kernel has delivered SIGTERM to beadm (no longer pending in ShdPnd), so beadm
+    // learns of the signal before the check ends, mid-operation.
     const marker = '/var/tmp/bootenv-test-slow';
-    const grubScript = `#!/bin/bash\n${WAIT_UNTIL}\ntouch ${marker}.started\nwait_until test -e ${marker}.release\n`;
-    await withGrubScript('99_test_slow', grubScript, async () => {
+    const program = `#!/bin/bash\n${WAIT_UNTIL}\ntouch ${marker}.started\nwait_until test -e ${marker}.release\nexec /usr/bin/grub-script-check "$@"\n`;
+    await withProgram('grub-script-check', program, async () => {
       const script = `${WAIT_UNTIL}
         sigterm_delivered() { [ ! -e /proc/$1 ] || ! (( 0x$(awk '/^ShdPnd:/ { print $2 }' /proc/$1/status) & 1 << (15 - 1) )); }
         beadm create interrupted & pid=$!
-        wait_until test -e /.rootbe${marker}.started
+        wait_until test -e ${marker}.started
         kill -TERM $pid
         wait_until sigterm_delivered $pid
-        touch /.rootbe${marker}.release
-        wait $pid; echo "rc=$?"; rm /.rootbe${marker}.started /.rootbe${marker}.release
+        touch ${marker}.release
+        wait $pid; echo "rc=$?"; rm ${marker}.started ${marker}.release
         findmnt -rn -o TARGET | grep -c /run/bootenv`;
       const result = await sandbox.boot(firstBE.subvolume, ['bash', '-c', script]);
       expect(result.stdout).toContain(`rc=${EXIT_CODES.INTERRUPTED}`);

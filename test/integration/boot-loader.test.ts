@@ -12,6 +12,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
+import { readBootMenu } from '../harness/grub-menu.js';
 import { corePrefixes } from '../harness/grub-core.js';
 import { installRepositoryInRoot } from '../harness/repo.js';
 import { isBootEnvironmentPath } from '../harness/sandbox.js';
@@ -82,7 +83,7 @@ describe('GRUB upgraded inside a boot environment', () => {
         execa('dpkg-query', [`--admindir=${path.join(top, admindir, 'var/lib/dpkg')}`, '-f', '${db:Status-Abbrev}', '-W', 'bootenv-t-grub'], { reject: false });
       expect((await status(subvolume as string)).stdout.trim()).toBe('ii');
       expect((await status(first)).stdout.trim()).not.toBe('ii');
-      const menu = readFileSync(path.join(top, '@/boot/grub/grub.cfg'), 'utf8');
+      const menu = readBootMenu(path.join(top, '@'));
       expect(menu).toContain(`rootflags=subvol=${subvolume} `);
       expect(menu).toContain(`rootflags=subvol=${first} `);
     });

@@ -41,7 +41,7 @@ describe('Debian installer layout (@rootfs, no @home)', () => {
     expect(fstab).toMatch(/ \/\.rootbe btrfs defaults,subvol=@rootfs 0 0$/m);
     const listed = JSON.parse((await sandbox().beadm('@bootenv/first', ['list', '--json'])).stdout);
     expect(listed).toMatchObject([{ name: 'first', active: 'NR', description: 'adopted', origin: '(installed root)' }]);
-    expect(await sandbox().readFile('@rootfs/boot/grub/grub.cfg')).toContain('rootflags=subvol=@bootenv/first');
+    expect(await sandbox().readBootMenu('@rootfs')).toContain('rootflags=subvol=@bootenv/first');
   });
 });
 

@@ -35,7 +35,7 @@ describe('the apt transaction fails closed and undoes in one way', () => {
   it("recording dpkg's failure is made impossible: finalize finds the BE unfinished, discards it and activates nothing; a failed activate keeps the pending BE", async () => {
     // In one boot (the pending BE lives in /run): a good run makes a pending BE; then a run whose
     // postinst fails while bootenv's `dpkg-failed` record is refused; then an activate that fails
-    // after it has dropped the pending BE (a GRUB script that fails, in the installed root).
+    // after it has dropped the pending BE (a grub-script-check that fails the new menu entries).
     const script = `${APT_ENV}
       apt-get install -y bootenv-t-marker > /dev/null; echo "rc-first=$?"
       cat /run/bootenv/pending/pending.json; echo
@@ -44,9 +44,9 @@ describe('the apt transaction fails closed and undoes in one way', () => {
       BOOTENV_BEADM=/tmp/beadm-no-record apt-get install -y bootenv-t-fails 2>&1; echo "rc-fail=$?"
       echo "refusals=$(wc -l < /tmp/record-refused)"
       ls /run/bootenv; echo "mounts:"; findmnt -rn -o TARGET | grep bootenv
-      printf '#!/bin/sh\\necho "injected failure" >&2\\nexit 1\\n' > /.rootbe/etc/grub.d/99_test_fail; chmod 755 /.rootbe/etc/grub.d/99_test_fail
+      printf '#!/bin/sh\\necho "injected failure" >&2\\nexit 1\\n' > /usr/local/sbin/grub-script-check; chmod 755 /usr/local/sbin/grub-script-check
       beadm activate debian-12; echo "rc-activate=$?"
-      rm /.rootbe/etc/grub.d/99_test_fail
+      rm /usr/local/sbin/grub-script-check
       echo "after-activate:"; cat /run/bootenv/pending/pending.json; echo
       findmnt -rn -o TARGET,FSROOT /run/bootenv/pending/be/root
       apt-config dump | grep '^Dir::State::status'`;
@@ -72,7 +72,7 @@ describe('the apt transaction fails closed and undoes in one way', () => {
     const state = await readState();
     expect(state.defaultUuid).toBe(pending.uuid);
     expect(Object.values(state.environments).filter((record) => record.transaction?.open)).toEqual([]);
-    expect(await sandbox().readFile('@/boot/grub/grub.cfg')).toContain(`set default='bootenv-${pending.name}'`);
+    expect(await sandbox().readBootMenu()).toContain(`set default='bootenv-${pending.name}'`);
     expect(await sandbox().packages(pending.subvolume)).toEqual({ 'bootenv-t-marker': 'ii 1.0' });
     expect(await sandbox().packages(firstBE)).toEqual({});
     // apt was told: Post-Invoke failed with the reason.
@@ -80,7 +80,7 @@ describe('the apt transaction fails closed and undoes in one way', () => {
 
     // The failed activate (COMMAND_FAILED) left the pending BE pending and mounted, and apt pointed at it.
     expect(result.stdout).toContain(`rc-activate=${EXIT_CODES.COMMAND_FAILED}`);
-    expect(result.stderr).toMatch(/grub-mkconfig .*failed: .*injected failure/s);
+    expect(result.stderr).toMatch(/do not pass grub-script-check: .*injected failure/s);
     const after = result.stdout.split('after-activate:')[1] ?? '';
     expect(JSON.parse(/^\{[^}]*\}$/m.exec(after)?.[0] ?? 'null')).toEqual(pending);
     expect(after).toContain(`/run/bootenv/pending/be/root /${pending.subvolume}`);

@@ -15,6 +15,7 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { REPOSITORY } from '../harness/base.js';
 import { cameUp, escaped } from '../harness/boot-expect.js';
+import { readBootMenu } from '../harness/grub-menu.js';
 import { BootMachine, SKIP_UNCHANGED_OFF, UPGRADES_SOURCES_LIST, ensureBootImage, upgradesOf } from '../harness/image.js';
 import type { UpgradePackage } from '../harness/upgrades.js';
 
@@ -136,7 +137,7 @@ describe('UEFI (OVMF): shim and GRUB upgraded inside a BE, with a kernel; rollba
       // GRUB's home in the installed root got the new modules; the new BE's own /boot/grub copy was not written.
       expect(statSync(path.join(top, ROOT, 'boot/grub/x86_64-efi/normal.mod')).mtimeMs).toBeGreaterThan(homeModuleBefore);
       expect(statSync(path.join(top, `@bootenv/${upgraded}`, 'boot/grub/x86_64-efi/normal.mod')).mtimeMs).toBe(homeModuleBefore);
-      const menu = readFileSync(path.join(top, ROOT, 'boot/grub/grub.cfg'), 'utf8');
+      const menu = readBootMenu(path.join(top, ROOT));
       expect(menu).toContain(`rootflags=subvol=@bootenv/${upgraded} `);
       expect(menu).toContain(`rootflags=subvol=@bootenv/${FIRST} `);
     });
