@@ -84,8 +84,8 @@ describe('GRUB upgraded inside a boot environment', () => {
       expect((await status(subvolume as string)).stdout.trim()).toBe('ii');
       expect((await status(first)).stdout.trim()).not.toBe('ii');
       const menu = readBootMenu(path.join(top, '@'));
-      expect(menu).toContain(`rootflags=subvol=${subvolume} `);
-      expect(menu).toContain(`rootflags=subvol=${first} `);
+      expect(menu).toContain(`rootflags=subvol=${subvolume}\n`);
+      expect(menu).toContain(`rootflags=subvol=${first}\n`);
     });
   });
 

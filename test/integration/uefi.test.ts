@@ -138,8 +138,8 @@ describe('UEFI (OVMF): shim and GRUB upgraded inside a BE, with a kernel; rollba
       expect(statSync(path.join(top, ROOT, 'boot/grub/x86_64-efi/normal.mod')).mtimeMs).toBeGreaterThan(homeModuleBefore);
       expect(statSync(path.join(top, `@bootenv/${upgraded}`, 'boot/grub/x86_64-efi/normal.mod')).mtimeMs).toBe(homeModuleBefore);
       const menu = readBootMenu(path.join(top, ROOT));
-      expect(menu).toContain(`rootflags=subvol=@bootenv/${upgraded} `);
-      expect(menu).toContain(`rootflags=subvol=@bootenv/${FIRST} `);
+      expect(menu).toContain(`rootflags=subvol=@bootenv/${upgraded}\n`);
+      expect(menu).toContain(`rootflags=subvol=@bootenv/${FIRST}\n`);
     });
   }, STEP_TIMEOUT_MS + 600_000);
 
