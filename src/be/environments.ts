@@ -13,7 +13,7 @@ import path from 'node:path';
 import { deleteSubvolume, filesystemUuid, listSubvolumes, snapshotSubvolume } from '../btrfs/commands.js';
 import type { Subvolume } from '../btrfs/parse.js';
 import { BootenvError } from '../errors.js';
-import { grubConfigSourcesEntries, regenerateGrubConfig, replaceSourcedMenuEntries, writeMenuEntries } from '../grub/config.js';
+import { grubConfigSourcesEntries, regenerateGrubConfig, replaceMenuEntries } from '../grub/config.js';
 import { chooseBootFiles, type BootFiles } from '../grub/kernels.js';
 import { generateBootMenu } from '../grub/menu.js';
 import { listDirectory, makeDirectory, pathExists, readText, writeFileAtomic } from '../sys/fs.js';
@@ -125,11 +125,11 @@ export async function refreshBootMenu(scope: Scope, session: Session, state: Boo
   }
   const text = generateBootMenu({ filesystemUuid: await filesystemUuid(session.top), environments, defaultName });
   if (await grubConfigSourcesEntries(installedRootPath(session, state))) {
-    await replaceSourcedMenuEntries(scope, installedRootPath(session, state), text);
+    await replaceMenuEntries(scope, installedRootPath(session, state), text);
     return;
   }
   const grubHome = await mountBtrfsTemporarily(scope, session.probe.device, `subvol=/${state.installedRoot},${NOSUID_NODEV}`, 'grubhome');
   scope.onAbort('regenerate grub.cfg from the previous entries', () => regenerateGrubConfig(grubHome));
-  await writeMenuEntries(scope, grubHome, text);
+  await replaceMenuEntries(scope, grubHome, text);
   await regenerateGrubConfig(grubHome);
 }

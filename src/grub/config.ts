@@ -30,13 +30,12 @@ export async function grubConfigSourcesEntries(installedRoot: string): Promise<b
 }
 
 /**
- * Replaces entries.cfg under the installed root mounted at `installedRoot`,
- * for a grub.cfg that sources it: the new text, written beside it, must pass
- * grub-script-check before it is renamed over the file. The previous content
- * comes back if `scope` aborts. Throws COMMAND_FAILED when the check fails
- * (entries.cfg is then unchanged).
+ * Replaces entries.cfg under the installed root mounted at `installedRoot`:
+ * the new text, written beside it, must pass grub-script-check before it is
+ * renamed over the file. The previous content comes back if `scope` aborts.
+ * Throws COMMAND_FAILED when the check fails (entries.cfg is then unchanged).
  */
-export async function replaceSourcedMenuEntries(scope: Scope, installedRoot: string, text: string): Promise<void> {
+export async function replaceMenuEntries(scope: Scope, installedRoot: string, text: string): Promise<void> {
   const file = `${installedRoot}${ENTRIES_FILE}`;
   const candidate = `${file}.bootenv-new`;
   const previous = await readTextIfExists(file);
@@ -45,26 +44,12 @@ export async function replaceSourcedMenuEntries(scope: Scope, installedRoot: str
     inner.always(`remove ${candidate}`, () => removeFile(candidate));
     await writeFileAtomic(candidate, text);
     const check = await run(['grub-script-check', candidate], { okExitCodes: [1] });
-    // A menu without a BE that has a kernel defines the function only, which the check calls doing nothing: GRUB reads it as that.
+    // A menu without a BE that has a kernel only defines the function, which the check reports as doing nothing: so GRUB reads it.
     if (check.exitCode !== 0 && !/contains no commands/.test(check.stdout + check.stderr)) {
       throw new BootenvError('COMMAND_FAILED', `the boot menu entries do not pass grub-script-check: ${check.stdout}${check.stderr}`);
     }
     await renamePath(candidate, file);
   });
-  scope.onAbort(`restore ${ENTRIES_FILE}`, () =>
-    previous === undefined ? removeFile(file) : writeFileAtomic(file, previous),
-  );
-}
-
-/**
- * Replaces entries.cfg under the installed root mounted at `installedRoot`;
- * the previous content comes back if `scope` aborts.
- */
-export async function writeMenuEntries(scope: Scope, installedRoot: string, text: string): Promise<void> {
-  const file = `${installedRoot}${ENTRIES_FILE}`;
-  const previous = await readTextIfExists(file);
-  await makeDirectory(`${installedRoot}${GRUB_HOME}/bootenv`);
-  await writeFileAtomic(file, text);
   scope.onAbort(`restore ${ENTRIES_FILE}`, () =>
     previous === undefined ? removeFile(file) : writeFileAtomic(file, previous),
   );
