@@ -399,35 +399,25 @@ describe('beadm on an Ubuntu-style layout', () => {
     expect(await fingerprint()).toEqual(before);
   });
 
-  /** Puts an extra script into the installed root's /etc/grub.d for the duration of `body`. */
-  async function withGrubScript(name: string, script: string, body: () => Promise<void>): Promise<void> {
-    const file = (top: string) => path.join(top, '@/etc/grub.d', name);
+  /** Puts an executable `script` at `relative` (from the top level) for the duration of `body`. */
+  async function withExecutable(relative: string, script: string, body: () => Promise<void>): Promise<void> {
     await sandbox.withTopLevel(async (top) => {
-      writeFileSync(file(top), script, { mode: 0o755 });
+      writeFileSync(path.join(top, relative), script, { mode: 0o755 });
     });
     try {
       await body();
     } finally {
       await sandbox.withTopLevel(async (top) => {
-        rmSync(file(top), { force: true });
+        rmSync(path.join(top, relative), { force: true });
       });
     }
   }
 
+  /** Puts an extra script into the installed root's /etc/grub.d for the duration of `body`. */
+  const withGrubScript = (name: string, script: string, body: () => Promise<void>) => withExecutable(`@/etc/grub.d/${name}`, script, body);
+
   /** Puts an extra program into the first BE's /usr/local/sbin (first on beadm's PATH) for the duration of `body`. */
-  async function withProgram(name: string, script: string, body: () => Promise<void>): Promise<void> {
-    const file = (top: string) => path.join(top, firstBE.subvolume, 'usr/local/sbin', name);
-    await sandbox.withTopLevel(async (top) => {
-      writeFileSync(file(top), script, { mode: 0o755 });
-    });
-    try {
-      await body();
-    } finally {
-      await sandbox.withTopLevel(async (top) => {
-        rmSync(file(top), { force: true });
-      });
-    }
-  }
+  const withProgram = (name: string, script: string, body: () => Promise<void>) => withExecutable(`${firstBE.subvolume}/usr/local/sbin/${name}`, script, body);
 
   it('create rewrites entries.cfg alone: grub.cfg, which sources it, stays byte for byte', async () => {
     const grubCfg = await sandbox.readFile('@/boot/grub/grub.cfg');
