@@ -12,7 +12,7 @@ const SOURCE_LINE = '\tsource "${config_directory}/bootenv/entries.cfg"';
 
 /** grub.cfg followed by the entries.cfg it sources; throws when grub.cfg does not source it. */
 export function bootMenuOf(grubCfg: string, entries: string): string {
-  if (!grubCfg.includes(`\n${SOURCE_LINE}\n`) || !/\nfunction bootenv_linux \{\n\tlinux "\$@" [^\n]*\n\}\n/.test(grubCfg)) {
+  if (!grubCfg.includes(`\n${SOURCE_LINE}\n`) || bootenvCommandLine(grubCfg) === undefined) {
     throw new Error(`grub.cfg does not source bootenv/entries.cfg with the bootenv_linux function:\n${grubCfg}`);
   }
   return `${grubCfg}\n${entries}`;
