@@ -1,11 +1,13 @@
 // Bundles src/cli/bin.ts and its runtime dependencies into one CommonJS file,
-// dist/beadm.js, for the Node.js of Debian 12 / Ubuntu 24.04 (>= 18.19), and
+// dist/beadm-bundle.js, run by dist/beadm.js (scripts/launcher.cjs: it compiles
+// the bundle with a V8 code cache), for the Node.js of Debian 12 / Ubuntu 24.04 (>= 18.19), and
 // compiles the FIDEDUPERANGE helper src/native/bootenv-dedupe.c into
 // dist/bootenv-dedupe with $CC (default cc) and $CPPFLAGS $CFLAGS $LDFLAGS
 // (default CFLAGS: -O2 -Wall -Wextra; dpkg-buildpackage exports its own).
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
-import { readFileSync, chmodSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { readFileSync, chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 
 const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
@@ -24,20 +26,26 @@ const arAsyncBuffers = {
   },
 };
 
-await build({
+const bundled = await build({
   entryPoints: ['src/cli/bin.ts'],
-  outfile: 'dist/beadm.js',
+  outfile: 'dist/beadm-bundle.js',
+  write: false,
   bundle: true,
   platform: 'node',
   target: 'node18.19',
   format: 'cjs',
-  banner: { js: '#!/usr/bin/env node' },
   define: { BOOTENV_VERSION: JSON.stringify(version), 'import.meta.url': '__bootenv_import_meta_url' },
   inject: ['scripts/import-meta-url.js'],
   legalComments: 'none',
   logLevel: 'warning',
   plugins: [arAsyncBuffers],
 });
+// dist/beadm-bundle.js: the bundle; dist/beadm.js: the launcher (scripts/launcher.cjs) that runs it with V8's code cache.
+const bundle = bundled.outputFiles[0].text;
+const buildId = createHash('sha256').update(bundle).digest('hex').slice(0, 16);
+mkdirSync('dist', { recursive: true });
+writeFileSync('dist/beadm-bundle.js', bundle);
+writeFileSync('dist/beadm.js', `#!/usr/bin/env node\n${readFileSync('scripts/launcher.cjs', 'utf8')}launch(${JSON.stringify(buildId)});\n`);
 chmodSync('dist/beadm.js', 0o755);
 // The repository is "type": "module"; the bundle is CommonJS wherever it is installed.
 writeFileSync('dist/package.json', '{ "type": "commonjs" }\n');

@@ -9,7 +9,7 @@
  * with the same bytes is no change). The two dpkg databases are
  * read as files. Classification is ./diff-plan.ts.
  */
-import { randomUUID } from 'node:crypto';
+import { randomUuid } from './random-id.js';
 import path from 'node:path';
 import { parseDpkgStatus } from '../apt/dpkg-status.js';
 import { deleteSubvolume, snapshotSubvolume, subvolumeChanges } from '../btrfs/commands.js';
@@ -101,7 +101,7 @@ export async function diffBootEnvironments(from: string, options: DiffOptions = 
     requireState(session);
     const a = subvolumeNamed(session, from);
     const b = subvolumeNamed(session, options.to);
-    const id = `diff-${randomUUID()}`;
+    const id = `diff-${randomUuid()}`;
     const snapshotA = carryPath(id, 'a');
     const snapshotB = carryPath(id, 'b');
     const directory = path.join(session.top, path.dirname(snapshotA));

@@ -18,7 +18,7 @@
  * Whatever stops beadm between 1 and 3 leaves a record whose beadm is gone:
  * the next beadm unmounts the clone and the carry sweep deletes it.
  */
-import { randomUUID } from 'node:crypto';
+import { randomUuid } from './random-id.js';
 import path from 'node:path';
 import { deleteSubvolume, snapshotSubvolume } from '../btrfs/commands.js';
 import type { Subvolume } from '../btrfs/parse.js';
@@ -98,7 +98,7 @@ async function openClone(options: RunOptions): Promise<{ record: RunRecord; poli
     const state = requireState(session);
     const source = sourceFor(session, state, options.source);
     if (options.keep !== undefined) requireFreeName(session, options.keep);
-    const id = `run-${randomUUID()}`;
+    const id = `run-${randomUuid()}`;
     const subvolume = carryPath(id, 'root');
     const directory = path.join(session.top, path.dirname(subvolume));
     await makeDirectory(directory, 0o700);

@@ -24,7 +24,7 @@
  * left is finished by the next beadm.
  */
 import path from 'node:path';
-import { randomUUID } from 'node:crypto';
+import { randomUuid } from './random-id.js';
 import { createSubvolume, filesystemUuid, listSubvolumes, snapshotSubvolume, subvolumeChanges, syncFilesystem, deleteSubvolume } from '../btrfs/commands.js';
 import { mountAt, readMountTable } from '../btrfs/mountinfo.js';
 import { BootenvError } from '../errors.js';
@@ -131,7 +131,7 @@ async function shareUpToCommit(scope: Scope, session: Session, state: BootenvSta
   const top = session.top;
   const rootSubvolume = session.probe.bootedSubvolume;
   const root = path.join(top, rootSubvolume);
-  const suffix = randomUUID().slice(0, 8);
+  const suffix = randomUuid().slice(0, 8);
   const progress: ShareProgress = {
     path: sharePath,
     root: rootSubvolume,

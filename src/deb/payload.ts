@@ -6,14 +6,14 @@
  * for checking two files before asking the kernel to share their extents.
  */
 import { closeSync, constants, openSync, readSync } from 'node:fs';
-import xxhash, { type XXHashAPI } from 'xxhash-wasm';
+import type { XXHashAPI } from 'xxhash-wasm';
 import { readDeb } from './reader.js';
 
 let api: Promise<XXHashAPI> | undefined;
 
-/** The xxhash-wasm instance (compiled once per process). */
+/** The xxhash-wasm instance (loaded and compiled once per process, when first needed). */
 function hasher(): Promise<XXHashAPI> {
-  api ??= xxhash();
+  api ??= import('xxhash-wasm').then((module) => module.default());
   return api;
 }
 

@@ -19,9 +19,7 @@
  */
 import { closeSync, promises as fs } from 'node:fs';
 import type { Readable } from 'node:stream';
-import { createGunzip } from 'node:zlib';
-import { ArReader } from 'ar-async';
-import { extract as tarExtract, type Header as TarHeader } from 'tar-stream';
+import type { Header as TarHeader } from 'tar-stream';
 import { BootenvError } from '../errors.js';
 import { pipeThrough, type StreamFilter } from '../sys/exec.js';
 import {
@@ -37,6 +35,17 @@ import {
   type DebLayout,
 } from './ar.js';
 import { ArchivePaths, normalizeMemberPath, symlinkTargetInRoot } from './paths.js';
+
+/**
+ * The archive libraries (ar-async, tar-stream, zlib), loaded when a .deb is
+ * first read: most beadm commands never read one, and loading them costs
+ * every start a few milliseconds.
+ */
+async function archiveLibraries() {
+  const [ar, tar, zlib] = await Promise.all([import('ar-async'), import('tar-stream'), import('node:zlib')]);
+  return { ArReader: ar.ArReader, tarExtract: tar.extract, createGunzip: zlib.createGunzip };
+}
+type ArchiveLibraries = Awaited<ReturnType<typeof archiveLibraries>>;
 
 /** control.tar holds a few small files; md5sums of the largest packages stay far below this. */
 const MAX_CONTROL_FILE_SIZE = 16 * 1024 * 1024;
@@ -132,7 +141,8 @@ async function readLayout(file: string): Promise<DebLayout> {
  * closed here: destroying a member's stream closes the descriptor it shares
  * with the reader (Node closes a stream's fd on destroy, autoClose or not).
  */
-function streamMembers(file: string, visit: Map<string, (stream: Readable) => Promise<void>>): Promise<void> {
+async function streamMembers(file: string, visit: Map<string, (stream: Readable) => Promise<void>>): Promise<void> {
+  const { ArReader } = await archiveLibraries();
   return new Promise((resolve, reject) => {
     const reader = new ArReader(file);
     let failed = false;
@@ -161,7 +171,7 @@ function streamMembers(file: string, visit: Map<string, (stream: Readable) => Pr
   });
 }
 
-function decompress(compression: Compression, raw: Readable): StreamFilter {
+function decompress(compression: Compression, raw: Readable, { createGunzip }: ArchiveLibraries): StreamFilter {
   switch (compression) {
     case 'none':
       return { output: raw, finished: Promise.resolve(), stop: () => raw.destroy() };
@@ -185,8 +195,9 @@ function decompress(compression: Compression, raw: Readable): StreamFilter {
  * parser's "Unexpected end of data".
  */
 async function readTar(file: string, member: string, compression: Compression, raw: Readable, onEntry: (entry: TarEntry) => Promise<void>): Promise<void> {
-  const filter = decompress(compression, raw);
-  const extract = tarExtract();
+  const libraries = await archiveLibraries();
+  const filter = decompress(compression, raw, libraries);
+  const extract = libraries.tarExtract();
   filter.output.on('error', (error: Error) => extract.destroy(error));
   filter.output.pipe(extract);
   try {

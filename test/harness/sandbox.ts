@@ -31,7 +31,8 @@ export function isBootEnvironmentPath(subvolume: string): boolean {
  */
 export async function installBootenv(root: string): Promise<void> {
   const files: Array<[string, string, string]> = [
-    ['dist/beadm.js', 'usr/sbin/beadm', '0755'],
+    ['dist/beadm.js', 'usr/lib/bootenv/beadm.js', '0755'],
+    ['dist/beadm-bundle.js', 'usr/lib/bootenv/beadm-bundle.js', '0644'],
     ['dist/bootenv-dedupe', 'usr/lib/bootenv/bootenv-dedupe', '0755'],
     ['dist/bootenv-carry', 'usr/lib/bootenv/bootenv-carry', '0755'],
     ['dist/bootenv-boot-carry', 'usr/lib/bootenv/bootenv-boot-carry', '0755'],
@@ -45,6 +46,7 @@ export async function installBootenv(root: string): Promise<void> {
     await execa('install', ['-D', '-m', mode, path.join(REPOSITORY, source), path.join(root, target)]);
   }
   await execa('ln', ['-sfn', 'apt-hook', path.join(root, 'usr/lib/bootenv/dpkg')]);
+  await execa('ln', ['-sfn', '/usr/lib/bootenv/beadm.js', path.join(root, 'usr/sbin/beadm')]);
   // As the package's preinst does: the real dpkg diverted to dpkg.distrib, the wrapper at /usr/bin/dpkg.
   await execa('chroot', [root, 'dpkg-divert', '--package', 'bootenv', '--add', '--rename', '--divert', '/usr/bin/dpkg.distrib', '/usr/bin/dpkg'], { stdout: 'ignore' });
   await execa('ln', ['-sfn', '/usr/lib/bootenv/apt-hook', path.join(root, 'usr/bin/dpkg')]);
