@@ -106,9 +106,10 @@ function extraMounts(probe: SystemProbe, mounts: readonly MountInfo[], subvolume
     .sort((a, b) => b.mountPoint.length - a.mountPoint.length);
 }
 
-async function describe(session: Session, state: BootenvState | undefined): Promise<BootEnvironment[]> {
+/** Every BE (or only the one named `only`), as list shows it. */
+async function describe(session: Session, state: BootenvState | undefined, only?: string): Promise<BootEnvironment[]> {
   const environments = bootEnvironmentSubvolumes(session);
-  const usage = await qgroupUsage(session.top);
+  const usage = await qgroupUsage(session.top, session.probe.device);
   const usageById = new Map((usage ?? []).map((entry) => [entry.subvolumeId, entry]));
   const nameByUuid = new Map(environments.map(({ name, subvolume }) => [subvolume.uuid, name]));
   const installedRootUuid = session.subvolumes.find((subvolume) => subvolume.path === state?.installedRoot)?.uuid;
@@ -116,6 +117,7 @@ async function describe(session: Session, state: BootenvState | undefined): Prom
   const mounts = session.probe.mounts;
   const result: BootEnvironment[] = [];
   for (const { name, subvolume } of environments) {
+    if (only !== undefined && name !== only) continue;
     const record = state?.environments[subvolume.uuid];
     const originUuid = record?.originUuid ?? subvolume.parentUuid;
     const flags =
@@ -155,7 +157,7 @@ async function describe(session: Session, state: BootenvState | undefined): Prom
 }
 
 async function describeOne(session: Session, name: string): Promise<BootEnvironment> {
-  const found = (await describe(session, session.state)).find((environment) => environment.name === name);
+  const found = (await describe(session, session.state, name))[0];
   if (found === undefined) throw new BootenvError('INTERNAL', `${name} vanished`);
   return found;
 }

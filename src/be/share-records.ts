@@ -57,7 +57,7 @@ async function deleteIfThere(session: Session, subvolume: string): Promise<void>
  * share as done (state saved through `scope`). Throws COMMAND_FAILED.
  */
 export async function finishShare(scope: Scope, session: Session, state: BootenvState, progress: ShareProgress): Promise<void> {
-  const line = sharedMountLine(await filesystemUuid(session.top), progress.path, progress.subvolume);
+  const line = sharedMountLine(await filesystemUuid(session.top, session.probe.device), progress.path, progress.subvolume);
   session.subvolumes = await listSubvolumes(session.top);
   const shared = session.subvolumes.find((subvolume) => subvolume.path === progress.subvolume);
   if (shared === undefined) throw new BootenvError('INTERNAL', `the shared subvolume ${progress.subvolume} of ${progress.path} is gone`);

@@ -209,7 +209,7 @@ export async function auditBootEnvironments(names: readonly string[], options: A
       treeCount = total;
       options.onProgress?.({ done, total: total + passes, step });
     });
-    const quotas = await qgroupUsage(session.top);
+    const quotas = await qgroupUsage(session.top, session.probe.device);
     const limit = await topInlineLimit(session);
     const counts = countReferences(trees.values());
     const audits: SpaceAudit[] = [];

@@ -2,9 +2,11 @@
  * The btrfs-progs commands bootenv runs, as argv plus strict parser. Each
  * function says what it changes on disk; all need root.
  */
+import { release } from 'node:os';
+import path from 'node:path';
 import { BootenvError } from '../errors.js';
 import { run, runChunks, runLines } from '../sys/exec.js';
-import { listDirectory, readText } from '../sys/fs.js';
+import { listDirectory, pathExists, readText, readTextIfExists, realPathIfExists } from '../sys/fs.js';
 import { throwIfInterrupted } from '../sys/scope.js';
 import { parseSubvolumeTreeIds, TreeDumpParser, type TreeReferences } from './dump-tree.js';
 import { parseFilesystemUuid, parseQgroupShow, parseSubvolumeList, type QgroupUsage, type Subvolume } from './parse.js';
@@ -80,8 +82,17 @@ export async function waitForSubvolumeCleaning(path: string): Promise<void> {
   await run(['btrfs', 'subvolume', 'sync', path]);
 }
 
-/** Per-subvolume usage from quota groups; null when quotas are not enabled (read-only). */
-export async function qgroupUsage(topLevel: string): Promise<QgroupUsage[] | null> {
+/**
+ * Per-subvolume usage from quota groups; null when quotas are not enabled
+ * (read-only). With `device` (the block device the filesystem is mounted
+ * from), a kernel that shows enabled quotas in sysfs (Linux 5.9 and later:
+ * /sys/fs/btrfs/FSID/qgroups) answers "not enabled" without running btrfs.
+ */
+export async function qgroupUsage(topLevel: string, device?: string): Promise<QgroupUsage[] | null> {
+  if (device !== undefined && sysfsShowsQuotas()) {
+    const sysfs = await sysfsDirectoryOf(device);
+    if (sysfs !== undefined && !(await pathExists(`${sysfs.directory}/qgroups`))) return null;
+  }
   const result = await run(['btrfs', 'qgroup', 'show', '--raw', topLevel], { okExitCodes: [1] });
   if (result.exitCode !== 0) {
     if (/quotas not enabled/i.test(result.stderr)) return null;
@@ -90,9 +101,51 @@ export async function qgroupUsage(topLevel: string): Promise<QgroupUsage[] | nul
   return parseQgroupShow(result.stdout);
 }
 
-/** The UUID of the btrfs filesystem holding `path` (read-only). */
-export async function filesystemUuid(path: string): Promise<string> {
-  const { stdout } = await run(['btrfs', 'filesystem', 'show', path]);
+/** Whether the running kernel lists a filesystem's quota groups in sysfs when quotas are on (Linux 5.9 and later). */
+function sysfsShowsQuotas(): boolean {
+  const match = /^(\d+)\.(\d+)/.exec(release());
+  return match !== null && Number(match[1]) * 1000 + Number(match[2]) >= 5009;
+}
+
+const SYSFS_BTRFS = '/sys/fs/btrfs';
+const sysfsDirectories = new Map<string, { uuid: string; directory: string } | undefined>();
+
+/**
+ * /sys/fs/btrfs/FSID of the btrfs that block device `device` belongs to
+ * (its devices/ lists the device's kernel name), read once per process;
+ * undefined when sysfs does not tell: no /sys, the device unknown there, or a
+ * temporary fsid (Linux 6.7+ mounts a cloned device under another name than
+ * the UUID on disk, which GRUB searches for).
+ */
+async function sysfsDirectoryOf(device: string): Promise<{ uuid: string; directory: string } | undefined> {
+  if (sysfsDirectories.has(device)) return sysfsDirectories.get(device);
+  let found: { uuid: string; directory: string } | undefined;
+  const resolved = await realPathIfExists(device);
+  if (resolved !== undefined) {
+    for (const uuid of await listDirectory(SYSFS_BTRFS)) {
+      if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(uuid)) continue;
+      const directory = `${SYSFS_BTRFS}/${uuid}`;
+      if (!(await pathExists(`${directory}/devices/${path.basename(resolved)}`))) continue;
+      if ((await readTextIfExists(`${directory}/temp_fsid`))?.trim() === '1') break;
+      found = { uuid, directory };
+      break;
+    }
+  }
+  sysfsDirectories.set(device, found);
+  return found;
+}
+
+/**
+ * The UUID of the btrfs filesystem holding `mounted` (read-only). With `device`
+ * (the block device it is mounted from), read from sysfs when sysfs tells,
+ * without running btrfs.
+ */
+export async function filesystemUuid(mounted: string, device?: string): Promise<string> {
+  if (device !== undefined) {
+    const sysfs = await sysfsDirectoryOf(device);
+    if (sysfs !== undefined) return sysfs.uuid;
+  }
+  const { stdout } = await run(['btrfs', 'filesystem', 'show', mounted]);
   return parseFilesystemUuid(stdout);
 }
 

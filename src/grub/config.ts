@@ -11,7 +11,7 @@
  */
 import { BootenvError } from '../errors.js';
 import { run } from '../sys/exec.js';
-import { readTextIfExists, removeFile, renamePath, syncFile, writeFileAtomic, makeDirectory } from '../sys/fs.js';
+import { readTextIfExists, removeFile, renamePath, syncFile, writeCandidateFile, writeFileAtomic, makeDirectory } from '../sys/fs.js';
 import { mountChrootFilesystems } from '../sys/mount.js';
 import { Scope, withScope } from '../sys/scope.js';
 import { parseGrubenv, serializeGrubenv } from './grubenv.js';
@@ -42,7 +42,7 @@ export async function replaceMenuEntries(scope: Scope, installedRoot: string, te
   await makeDirectory(`${installedRoot}${GRUB_HOME}/bootenv`);
   await withScope(async (inner) => {
     inner.always(`remove ${candidate}`, () => removeFile(candidate));
-    await writeFileAtomic(candidate, text);
+    await writeCandidateFile(candidate, text);
     const check = await run(['grub-script-check', candidate], { okExitCodes: [1] });
     // A menu without a BE that has a kernel only defines the function, which the check reports as doing nothing: so GRUB reads it.
     if (check.exitCode !== 0 && !/contains no commands/.test(check.stdout + check.stderr)) {

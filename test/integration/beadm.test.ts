@@ -95,7 +95,9 @@ describe('beadm on an Ubuntu-style layout', () => {
     grubScriptCheck(await sandbox.readFile('@/boot/grub/grub.cfg'));
     expect(bootenvCommandLine(await sandbox.readFile('@/boot/grub/grub.cfg'))).toBe('console=ttyS0 quiet');
     expect(grubCfg).toContain("--id 'bootenv-debian-12'");
-    expect(grubCfg).toMatch(/^\tbootenv_linux \/@bootenv\/debian-12\/boot\/vmlinuz-\S+ root=UUID=\S+ ro rootflags=subvol=@bootenv\/debian-12$/m);
+    // The filesystem's UUID (beadm reads it from sysfs), as the host's blkid gave it when the sandbox was made.
+    expect(grubCfg).toMatch(new RegExp(`^\\tbootenv_linux /@bootenv/debian-12/boot/vmlinuz-\\S+ root=UUID=${sandbox.uuid} ro rootflags=subvol=@bootenv/debian-12$`, 'm'));
+    expect(grubCfg).toMatch(new RegExp(`^\\tsearch --no-floppy --fs-uuid --set=root ${sandbox.uuid}$`, 'm'));
     expect(grubCfg).toContain("set default='bootenv-debian-12'");
     expect(await sandbox.hostMounts()).toEqual([]);
   });
