@@ -23,7 +23,7 @@
  * record moves to the new UUID). Every session first finishes or discards a
  * recorded swap: the UUID found at the BE's path tells whether it happened.
  */
-import { randomUUID } from 'node:crypto';
+import { randomUuid } from './random-id.js';
 import path from 'node:path';
 import { deleteSubvolume, listSubvolumes, snapshotSubvolume } from '../btrfs/commands.js';
 import { mountedSubvolumeIds, readMountTable } from '../btrfs/mountinfo.js';
@@ -45,20 +45,27 @@ export type CarryChoice = { mode: CarrySetting } | { inherit: CarryRecord | unde
 
 /** A fresh name in a carry's directory, from the top level: @bootenv/.carry/ID/ROLE-XXXXXXXX. */
 export function carryPath(id: string, role: string): string {
-  return `${CARRY_DIRECTORY}/${id}/${role}-${randomUUID().slice(0, 8)}`;
+  return `${CARRY_DIRECTORY}/${id}/${role}-${randomUuid().slice(0, 8)}`;
 }
 
 /**
  * Prepares the carry of a BE about to be made from `source`: for a new carry,
  * the read-only base snapshot of `source` (deleted again if `scope` aborts),
  * which the BE is then snapshotted from, so that base and BE are the same
- * tree. Returns what to snapshot the BE from and its carry record (none for
- * mode none, or when the BE replaced had none).
+ * tree. Returns the path (from the top level) to snapshot the BE from, its
+ * carry record (none for mode none, or when the BE replaced had none) and,
+ * for a new carry, the base's path: the caller lists the subvolumes once the
+ * BE's snapshot is made too and sets the record's baseUuid (carryBaseUuid).
  */
-export async function prepareCarry(scope: Scope, session: Session, source: Subvolume, choice: CarryChoice): Promise<{ snapshotFrom: Subvolume; record: CarryRecord | undefined }> {
-  if ('inherit' in choice) return { snapshotFrom: source, record: choice.inherit === undefined ? undefined : { ...choice.inherit } };
-  if (choice.mode === 'none') return { snapshotFrom: source, record: undefined };
-  const id = randomUUID();
+export async function prepareCarry(
+  scope: Scope,
+  session: Session,
+  source: Subvolume,
+  choice: CarryChoice,
+): Promise<{ snapshotFrom: string; record: CarryRecord | undefined; basePath?: string }> {
+  if ('inherit' in choice) return { snapshotFrom: source.path, record: choice.inherit === undefined ? undefined : { ...choice.inherit } };
+  if (choice.mode === 'none') return { snapshotFrom: source.path, record: undefined };
+  const id = randomUuid();
   for (const directory of [CARRY_DIRECTORY, `${CARRY_DIRECTORY}/${id}`]) {
     const full = path.join(session.top, directory);
     if (await makeDirectory(full, 0o700)) scope.onAbort(`remove ${directory}`, () => removeEmptyDirectory(full));
@@ -66,13 +73,18 @@ export async function prepareCarry(scope: Scope, session: Session, source: Subvo
   const basePath = carryPath(id, 'base');
   await snapshotSubvolume(path.join(session.top, source.path), path.join(session.top, basePath), 'read-only');
   scope.onAbort(`delete the carry base ${basePath}`, () => deleteSubvolume(path.join(session.top, basePath)));
-  session.subvolumes = await listSubvolumes(session.top);
+  return {
+    snapshotFrom: basePath,
+    record: { id, originUuid: source.uuid, mode: choice.mode, baseUuid: '', newBaseUuid: null, touchedFile: null, since: new Date().toISOString() },
+    basePath,
+  };
+}
+
+/** The UUID of the carry base at `basePath`, from `session.subvolumes` as listed after its snapshot. */
+export function carryBaseUuid(session: Session, basePath: string): string {
   const base = session.subvolumes.find((subvolume) => subvolume.path === basePath);
   if (base === undefined) throw new BootenvError('INTERNAL', `snapshot ${basePath} is not listed by btrfs`);
-  return {
-    snapshotFrom: base,
-    record: { id, originUuid: source.uuid, mode: choice.mode, baseUuid: base.uuid, newBaseUuid: null, touchedFile: null, since: new Date().toISOString() },
-  };
+  return base.uuid;
 }
 
 /**
@@ -85,9 +97,10 @@ export async function prepareCarry(scope: Scope, session: Session, source: Subvo
 export async function startFollowCarry(scope: Scope, session: Session, state: BootenvState, target: Subvolume, origin: Subvolume, mode: CarryMode): Promise<void> {
   const entry = state.environments[target.uuid];
   if (entry === undefined) throw new BootenvError('INTERNAL', `no state record for ${target.path}`);
-  const { snapshotFrom, record } = await prepareCarry(scope, session, target, { mode });
-  if (record === undefined) throw new BootenvError('INTERNAL', 'a carry of mode none was prepared');
-  entry.carry = { ...record, baseUuid: snapshotFrom.uuid, originUuid: origin.uuid, follow: true };
+  const { record, basePath } = await prepareCarry(scope, session, target, { mode });
+  if (record === undefined || basePath === undefined) throw new BootenvError('INTERNAL', 'a carry of mode none was prepared');
+  session.subvolumes = await listSubvolumes(session.top);
+  entry.carry = { ...record, baseUuid: carryBaseUuid(session, basePath), originUuid: origin.uuid, follow: true };
   await markCarryPending(session, target.uuid, record.id);
   scope.onAbort(`unmark the carry of ${target.path}`, () => markCarryPending(session, target.uuid, undefined));
 }
@@ -163,18 +176,19 @@ export async function sweepCarrySnapshots(session: Session): Promise<void> {
   const records = Object.values(session.state.environments).flatMap((entry) => (entry.carry === undefined ? [] : [entry.carry]));
   const referenced = new Set(records.flatMap((carry) => [carry.baseUuid, carry.newBaseUuid, carry.exchange?.workUuid, carry.exchange?.originSnapshotUuid, carry.exchange?.newBaseSnapshotUuid]));
   const files = new Set(records.flatMap((carry) => [carry.touchedFile, carry.exchange?.touchedFile].map((name) => (name ? `${carry.id}/${name}` : ''))));
-  let deleted = false;
+  const deleted = new Set<string>();
   const mounted = mountedSubvolumeIds(await readMountTable(), session.probe.deviceNumber);
   for (const subvolume of session.subvolumes) {
     if (!subvolume.path.startsWith(`${CARRY_DIRECTORY}/`) || referenced.has(subvolume.uuid) || mounted.has(subvolume.id)) continue;
     try {
       await deleteSubvolume(path.join(session.top, subvolume.path), false);
-      deleted = true;
+      deleted.add(subvolume.uuid);
     } catch (error) {
       session.notify(`could not delete ${subvolume.path} yet (${error instanceof Error ? error.message : String(error)}); the next beadm will`);
     }
   }
-  if (deleted) session.subvolumes = await listSubvolumes(session.top);
+  // A deleted subvolume leaves btrfs subvolume list at once (it lists the cleaning ones only with -d).
+  session.subvolumes = session.subvolumes.filter((subvolume) => !deleted.has(subvolume.uuid));
   const pending = new Set(Object.entries(session.state.environments).flatMap(([uuid, entry]) => (entry.carry === undefined ? [] : [uuid, ...(entry.carry.exchange?.final === false ? [entry.carry.exchange.workUuid] : [])])));
   for (const uuid of await listDirectory(path.join(session.top, PENDING_DIRECTORY))) {
     if (!pending.has(uuid)) await removeFile(path.join(session.top, PENDING_DIRECTORY, uuid));

@@ -20,7 +20,7 @@ import { listDirectory, makeDirectory, pathExists, readText, writeFileAtomic } f
 import { mountBtrfsTemporarily, NOSUID_NODEV } from '../sys/mount.js';
 import type { Scope } from '../sys/scope.js';
 import { INSTALLED_ROOT_MOUNTPOINT, rewriteFstabForBootEnvironment } from './fstab.js';
-import { markCarryPending, prepareCarry, sweepCarrySnapshots, type CarryChoice } from './carry-records.js';
+import { carryBaseUuid, markCarryPending, prepareCarry, sweepCarrySnapshots, type CarryChoice } from './carry-records.js';
 import { readOsRelease } from './os-release.js';
 import { bootEnvironmentSubvolumes, installedRootPath, saveState, type Session } from './session.js';
 import { CONTAINER, type BootenvState } from './state.js';
@@ -60,8 +60,8 @@ export async function makeBootEnvironment(
   if (await pathExists(target)) {
     throw new BootenvError('EXISTS', `${CONTAINER}/${name} already exists`, { hint: 'choose another name' });
   }
-  const { snapshotFrom, record } = await prepareCarry(scope, session, source, carry);
-  await snapshotSubvolume(path.join(session.top, snapshotFrom.path), target);
+  const { snapshotFrom, record, basePath } = await prepareCarry(scope, session, source, carry);
+  await snapshotSubvolume(path.join(session.top, snapshotFrom), target);
   scope.onAbort(`delete half-made ${CONTAINER}/${name}`, () => deleteSubvolume(target));
   const fstab = path.join(target, 'etc/fstab');
   await writeFileAtomic(fstab, rewriteFstabForBootEnvironment(await readText(fstab), `${CONTAINER}/${name}`, state.installedRoot));
@@ -69,6 +69,7 @@ export async function makeBootEnvironment(
   session.subvolumes = await listSubvolumes(session.top);
   const created = session.subvolumes.find((subvolume) => subvolume.path === `${CONTAINER}/${name}`);
   if (created === undefined) throw new BootenvError('INTERNAL', `snapshot ${CONTAINER}/${name} is not listed by btrfs`);
+  if (record !== undefined && basePath !== undefined) record.baseUuid = carryBaseUuid(session, basePath);
   if (record !== undefined) {
     await markCarryPending(session, created.uuid, record.id);
     scope.onAbort(`unmark the carry of ${CONTAINER}/${name}`, () => markCarryPending(session, created.uuid, undefined));
@@ -123,7 +124,7 @@ export async function refreshBootMenu(scope: Scope, session: Session, state: Boo
       bootFiles: await bootFilesOf(session, subvolume.path),
     });
   }
-  const text = generateBootMenu({ filesystemUuid: await filesystemUuid(session.top), environments, defaultName });
+  const text = generateBootMenu({ filesystemUuid: await filesystemUuid(session.top, session.probe.device), environments, defaultName });
   if (await grubConfigSourcesEntries(installedRootPath(session, state))) {
     await replaceMenuEntries(scope, installedRootPath(session, state), text);
     return;
