@@ -59,7 +59,8 @@ export async function finishTransactionAndPrune(options: Options = {}): Promise<
     if (!config.autoPrune) return { ...outcome, pruned: null };
     const pruned = await withScope(async (scope) => {
       const session = await openSession(scope, options);
-      return pruneInSession(session, requireState(session), retentionPolicy(config), false);
+      // Not measured: reading every tree for the figure would cost the apt run seconds (beadm prune --dry-run says it).
+      return pruneInSession(session, requireState(session), retentionPolicy(config), false, false);
     });
     return { ...outcome, pruned };
   } catch (error) {

@@ -113,8 +113,8 @@ export function renderPrune(result: PruneResult): string {
   const head =
     count === 0
       ? `Nothing to prune (${policy}).\n`
-      : `${result.dryRun ? 'Would destroy' : 'Destroyed'} ${environments}, freeing ${formatBytes(result.freedBytes)} (${policy}):\n` +
-        alignedRows(result.destroyed.map((be) => [be.name, `made ${formatCreated(be.created)}`, `${formatBytes(be.freedByDestroyBytes)} alone`]), '  ');
+      : `${result.dryRun ? 'Would destroy' : 'Destroyed'} ${environments}${result.freedBytes === null ? '' : `, freeing ${formatBytes(result.freedBytes)}`} (${policy}):\n` +
+        alignedRows(result.destroyed.map((be) => [be.name, `made ${formatCreated(be.created)}`, ...(be.freedByDestroyBytes === null ? [] : [`${formatBytes(be.freedByDestroyBytes)} alone`])]), '  ');
   const kept = result.kept.length === 0 ? '' : `Kept:\n${alignedRows(result.kept.map((be) => [be.name, be.reasons.map((reason) => keepReasonText(reason, result)).join(', ')]), '  ')}`;
   return head + kept;
 }
@@ -124,7 +124,8 @@ export function renderAutoPrune(result: PruneResult): string {
   const count = result.destroyed.length;
   if (count === 0) return '';
   const names = result.destroyed.map(({ name }) => name).join(', ');
-  return `bootenv: pruned ${count} boot environment${count === 1 ? '' : 's'} (${names}), freeing ${formatBytes(result.freedBytes)} (keep = ${result.keep}, keep-daily = ${result.keepDaily}, keep-weekly = ${result.keepWeekly}; auto-prune in bootenv.conf).\n`;
+  const freeing = result.freedBytes === null ? '' : `, freeing ${formatBytes(result.freedBytes)}`;
+  return `bootenv: pruned ${count} boot environment${count === 1 ? '' : 's'} (${names})${freeing} (keep = ${result.keep}, keep-daily = ${result.keepDaily}, keep-weekly = ${result.keepWeekly}; auto-prune in bootenv.conf).\n`;
 }
 
 /** `beadm share`: one line per shared path (path, subvolume, mounted now or not); the ones just shared said first. */

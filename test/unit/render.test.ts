@@ -233,6 +233,12 @@ describe('renderPrune', () => {
     expect(renderAutoPrune({ ...result, destroyed: [], freedBytes: 0 })).toBe('');
   });
 
+  it('the prune after an apt run does not measure what it frees, and says nothing of it', () => {
+    const unmeasured = { ...result, dryRun: false, destroyed: result.destroyed.map((be) => ({ ...be, freedByDestroyBytes: null })), freedBytes: null };
+    expect(renderAutoPrune(unmeasured)).toBe('bootenv: pruned 2 boot environments (apt-20240501-1, b2) (keep = 2, keep-daily = 0, keep-weekly = 4; auto-prune in bootenv.conf).\n');
+    expect(renderPrune({ ...unmeasured, kept: [] }).split('\n').slice(0, 2)).toEqual(['Destroyed 2 boot environments (keep = 2, keep-daily = 0, keep-weekly = 4):', expect.stringMatching(/^  apt-20240501-1 +made \S+ \S+$/)]);
+  });
+
   it('nothing to prune', () => {
     expect(renderPrune({ ...result, destroyed: [], freedBytes: 0, kept: [] })).toBe('Nothing to prune (keep = 2, keep-daily = 0, keep-weekly = 4).\n');
   });
