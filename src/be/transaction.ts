@@ -238,22 +238,34 @@ export async function loadConfig(): Promise<BootenvConfig> {
 async function reasonToRunInPlace(config: BootenvConfig, options: Options): Promise<string | undefined> {
   // The shell wrapper honours divert = never before it starts beadm; this is for a file it leaves to beadm to read.
   if (config.divert === 'never') return 'divert = never in bootenv.conf';
+  return withScope(async (scope) => {
+    const opened = await openSessionUnlessInPlace(scope, config, options);
+    return 'reason' in opened ? opened.reason : undefined;
+  });
+}
+
+/**
+ * Opens the session of an apt run's step in `scope`, or says why dpkg runs in
+ * place instead (as reasonToRunInPlace; divert = never is the caller's):
+ * one session for both, so that the step takes the lock and mounts the top
+ * level once.
+ */
+async function openSessionUnlessInPlace(scope: Scope, config: BootenvConfig, options: Options): Promise<{ session: Session } | { reason: string }> {
+  let session: Session;
   try {
-    return await withScope(async (scope) => {
-      const session = await openSession(scope, options, 'allow');
-      requireState(session);
-      const booted = session.probe.bootedSubvolume.startsWith(`${CONTAINER}/`);
-      if (config.divert === 'auto' && !booted && (await readPending()) === undefined) {
-        return `/ is ${session.probe.bootedSubvolume}, not a boot environment (divert = auto)`;
-      }
-      return undefined;
-    });
+    session = await openSession(scope, options, 'allow');
+    requireState(session);
   } catch (error) {
     if (!(error instanceof BootenvError)) throw error;
-    if (error.code === 'NOT_INITIALIZED' || error.code === 'UNSUPPORTED') return error.message;
-    if (config.divert === 'auto' && error.code === 'TOOL_MISSING') return `${error.message} (divert = auto)`;
+    if (error.code === 'NOT_INITIALIZED' || error.code === 'UNSUPPORTED') return { reason: error.message };
+    if (config.divert === 'auto' && error.code === 'TOOL_MISSING') return { reason: `${error.message} (divert = auto)` };
     throw error;
   }
+  const booted = session.probe.bootedSubvolume.startsWith(`${CONTAINER}/`);
+  if (config.divert === 'auto' && !booted && (await readPending()) === undefined) {
+    return { reason: `/ is ${session.probe.bootedSubvolume}, not a boot environment (divert = auto)` };
+  }
+  return { session };
 }
 
 async function startInPlace(frontEnd: FrontEnd, reason: string, options: Options): Promise<void> {
@@ -321,11 +333,12 @@ export async function prepareTransaction(input: string, options: Options = {}, b
   const { actions, config: aptConfig } = parsePreInstallPkgsInput(input);
   const frontEnd = await requireFrontEnd(process.ppid);
   const config = await loadConfig();
-  const reason = await reasonToRunInPlace(config, options);
-  if (reason !== undefined) return startInPlace(frontEnd, reason, options);
-  await requireDpkgThroughBootenv(frontEnd, aptConfig);
-  await withScope(async (scope) => {
-    const session = await openSession(scope, options, 'allow');
+  if (config.divert === 'never') return startInPlace(frontEnd, 'divert = never in bootenv.conf', options);
+  const reason = await withScope(async (scope) => {
+    const opened = await openSessionUnlessInPlace(scope, config, options);
+    if ('reason' in opened) return opened.reason;
+    const { session } = opened;
+    await requireDpkgThroughBootenv(frontEnd, aptConfig);
     const state = requireState(session);
     const existing = requireOwnTransaction(await readTransaction(), frontEnd);
     if ((existing === undefined || existing.environment === null) && beforeTransaction !== undefined) await beforeTransaction(session, state, actions, config);
@@ -337,7 +350,9 @@ export async function prepareTransaction(input: string, options: Options = {}, b
     }
     record.actions = actions;
     await writeTransaction(record);
+    return undefined;
   });
+  if (reason !== undefined) await startInPlace(frontEnd, reason, options);
 }
 
 /**
@@ -750,8 +765,17 @@ async function removeTransactionRecord(): Promise<void> {
   await removeEmptyDirectory(TRANSACTION_DIRECTORY);
 }
 
-/** Unmounts the transaction's mounts, newest first; a mount already gone is fine. */
+/**
+ * Unmounts the transaction's mounts; a mount already gone is fine. They are
+ * all at or below its root (TransactionRecord.mounts): one `umount
+ * --recursive` of the root takes them, deepest first, and whatever a
+ * maintainer script mounted inside; the root itself may be gone already.
+ */
 async function unmountTransaction(record: TransactionRecord): Promise<void> {
+  if (record.mounts.includes(TRANSACTION_ROOT) && (await isMountPoint(TRANSACTION_ROOT))) {
+    await unmount(TRANSACTION_ROOT, true);
+    return;
+  }
   for (const target of [...record.mounts].reverse()) {
     if (await isMountPoint(target)) await unmount(target, true);
   }

@@ -8,7 +8,7 @@
  */
 import { promises as fs } from 'node:fs';
 import { run } from './exec.js';
-import { makePrivateDirectory, makeTemporaryDirectory, removeEmptyDirectory } from './fs.js';
+import { makePrivateDirectory, makeTemporaryDirectory, readTextIfExists, removeEmptyDirectory } from './fs.js';
 import type { Scope } from './scope.js';
 
 /** bootenv's runtime directory (0755: apt reads pending/apt.conf in it as any user). */
@@ -58,9 +58,24 @@ export interface BindOptions {
  * unmounting its /dev/pts, would otherwise happen on the host too.
  */
 export async function bindMount(scope: Scope, source: string, target: string, lifetime: MountLifetime, bind: BindOptions = {}): Promise<void> {
-  await run(['mount', bind.recursive ? '--rbind' : '--bind', ...(bind.options === undefined ? [] : ['-o', bind.options]), source, target]);
-  registerUnmount(scope, target, lifetime, bind.recursive === true);
-  await run(['mount', bind.recursive ? '--make-rslave' : '--make-slave', target]);
+  const recursive = bind.recursive === true;
+  const before = await mountsAt(target);
+  try {
+    // One mount(8) makes the bind and then the slave (util-linux 2.23+ applies propagation flags after the mount it makes).
+    await run(['mount', recursive ? '--rbind' : '--bind', ...(bind.options === undefined ? [] : ['-o', bind.options]), recursive ? '--make-rslave' : '--make-slave', source, target]);
+  } catch (error) {
+    // The bind may have been made before the step after it failed: then it goes again.
+    if ((await mountsAt(target)) > before) await unmount(target, recursive);
+    throw error;
+  }
+  registerUnmount(scope, target, lifetime, recursive);
+}
+
+/** How many mounts /proc/self/mountinfo has at `target` (its mount point field writes space, tab, newline and backslash in octal). */
+async function mountsAt(target: string): Promise<number> {
+  const escaped = target.replace(/[ \t\n\\]/g, (character) => `\\${character.charCodeAt(0).toString(8).padStart(3, '0')}`);
+  const table = (await readTextIfExists('/proc/self/mountinfo')) ?? '';
+  return table.split('\n').filter((line) => line.split(' ')[4] === escaped).length;
 }
 
 async function mountTmpfs(scope: Scope, target: string, options: string, lifetime: MountLifetime): Promise<void> {
