@@ -70,13 +70,13 @@ import {
   removeFile,
   removeTree,
   renamePath,
-  restoreFileCopy,
+  restoreFileCopies,
   saveFileCopy,
-  setModificationTime,
   writeFileAtomic,
   writePrivateFileAtomic,
   type SavedFile,
 } from '../sys/fs.js';
+import { setModificationTimes } from '../sys/carry.js';
 import { bindMount, detachMount, mountBtrfs, mountChrootFilesystems, NOSUID_NODEV, RUNTIME_DIRECTORY, unmount } from '../sys/mount.js';
 import { lockedFiles, processCommandLine, processInfo, stopProcessesRootedIn } from '../sys/process.js';
 import { withScope, type Scope } from '../sys/scope.js';
@@ -801,11 +801,9 @@ async function savePreImages(paths: readonly string[]): Promise<PreImages> {
  * removes it if it did not exist, then the directories' mtimes.
  */
 async function restorePreImages(preImages: PreImages): Promise<void> {
-  for (const preImage of preImages.files) {
-    if (preImage.saved === null) await removeFile(preImage.path);
-    else await restoreFileCopy(preImage.saved, preImage.path);
-  }
-  for (const directory of preImages.directories) await setModificationTime(directory.path, directory.mtime);
+  for (const preImage of preImages.files) if (preImage.saved === null) await removeFile(preImage.path);
+  await restoreFileCopies(preImages.files.flatMap(({ path: file, saved }) => (saved === null ? [] : [{ saved, file }])));
+  await setModificationTimes(preImages.directories.map(({ path: directory, mtime }) => ({ path: directory, mtime })));
 }
 
 /** This boot's pending BE, if apt made one. */

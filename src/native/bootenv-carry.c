@@ -43,12 +43,21 @@
  *   subvolumes, the carried one and the BE it replaces) and syncs both
  *   directories. Exit 0, or 1 with the reason on stderr.
  *
+ * bootenv-carry mtimes
+ *   stdin: records "PATH\0SECONDS.NANOSECONDS\0" (nine digits of
+ *   nanoseconds); sets each PATH's modification time to exactly that, its
+ *   access time unchanged, not following a symlink (touch --no-dereference -m,
+ *   without a process per file: the apt transaction restores the running
+ *   root's files with it). stdout: "ok" or "error ERRNO MESSAGE" per record.
+ *   Exit 0 then; 2 on malformed input. Syncs nothing: the caller does.
+ *
  * Both die with their parent (PR_SET_PDEATHSIG): a killed beadm leaves no
  * helper writing behind it.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/fs.h>
 #include <linux/openat2.h>
 #include <signal.h>
@@ -568,10 +577,57 @@ static int exchange(const char *a, const char *b) {
   return 0;
 }
 
+/* "SECONDS.NANOSECONDS" (digits, a dot, nine digits) as a timespec; -1 when it is not that. */
+static int parse_exact_time(const char *text, struct timespec *time) {
+  const char *dot = strchr(text, '.');
+  if (dot == NULL || dot == text || strlen(dot + 1) != 9) return -1;
+  long long seconds = 0;
+  for (const char *digit = text; digit < dot; digit++) {
+    if (*digit < '0' || *digit > '9' || seconds > (LLONG_MAX - 9) / 10) return -1;
+    seconds = seconds * 10 + (*digit - '0');
+  }
+  long nanoseconds = 0;
+  for (const char *digit = dot + 1; *digit != '\0'; digit++) {
+    if (*digit < '0' || *digit > '9') return -1;
+    nanoseconds = nanoseconds * 10 + (*digit - '0');
+  }
+  time->tv_sec = (time_t)seconds;
+  time->tv_nsec = nanoseconds;
+  return 0;
+}
+
+static int mtimes(void) {
+  static char output[1 << 16];
+  setvbuf(stdout, output, _IOFBF, sizeof output);
+  char *fields[2] = {NULL, NULL};
+  size_t capacities[2] = {0, 0};
+  for (;;) {
+    ssize_t length = getdelim(&fields[0], &capacities[0], '\0', stdin);
+    if (length < 0) break;
+    ssize_t time_length = getdelim(&fields[1], &capacities[1], '\0', stdin);
+    struct timespec times[2] = {{0, UTIME_OMIT}, {0, 0}};
+    if (length <= 1 || fields[0][length - 1] != '\0' || time_length <= 1 || fields[1][time_length - 1] != '\0' || parse_exact_time(fields[1], &times[1]) != 0) {
+      fprintf(stderr, "bootenv-carry: a record that is not PATH and SECONDS.NANOSECONDS\n");
+      return 2;
+    }
+    if (utimensat(AT_FDCWD, fields[0], times, AT_SYMLINK_NOFOLLOW) == 0) puts("ok");
+    else {
+      const char *name = strerrorname_np(errno);
+      printf("error %s utimensat: %s\n", name == NULL ? "EUNKNOWN" : name, strerror(errno));
+    }
+  }
+  if (ferror(stdin)) {
+    fprintf(stderr, "bootenv-carry: reading the records: %s\n", strerror(errno));
+    return 2;
+  }
+  return fflush(stdout) == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (argc == 4 && strcmp(argv[1], "apply") == 0) return apply(argv[2], argv[3]);
   if (argc == 4 && strcmp(argv[1], "exchange") == 0) return exchange(argv[2], argv[3]);
-  fputs("usage: bootenv-carry apply SOURCE TARGET < plan\n       bootenv-carry exchange A B\n", stderr);
+  if (argc == 2 && strcmp(argv[1], "mtimes") == 0) return mtimes();
+  fputs("usage: bootenv-carry apply SOURCE TARGET < plan\n       bootenv-carry exchange A B\n       bootenv-carry mtimes < records\n", stderr);
   return 2;
 }

@@ -64,3 +64,20 @@ export async function exchangePaths(first: string, second: string, helper: strin
   throwIfInterrupted();
   await run([helper, 'exchange', first, second]);
 }
+
+/**
+ * Sets the modification time of each path (a symlink itself, not its target;
+ * the access time stays) to an exact "SECONDS.NANOSECONDS", in one run of
+ * `bootenv-carry mtimes` (paths as UTF-8): utimes() from Node is not exact (a double of
+ * seconds), and touch would be a process per path, 10 ms each.
+ */
+export async function setModificationTimes(entries: ReadonlyArray<{ path: string; mtime: string }>, helper: string = locateNativeHelper(CARRY_HELPER)): Promise<void> {
+  if (entries.length === 0) return;
+  throwIfInterrupted();
+  const input = Buffer.concat(entries.flatMap(({ path, mtime }) => [Buffer.from(path), Buffer.from([0]), Buffer.from(mtime), Buffer.from([0])]));
+  const { stdout } = await run([helper, 'mtimes'], { input });
+  const lines = stdout.split('\n').filter((line) => line !== '');
+  if (lines.length !== entries.length) throw new BootenvError('INTERNAL', `${CARRY_HELPER} mtimes answered ${lines.length} lines for ${entries.length} paths`);
+  const failed = lines.findIndex((line) => line !== 'ok');
+  if (failed >= 0) throw new BootenvError('INTERNAL', `cannot set the modification time of ${entries[failed]?.path}: ${lines[failed]}`);
+}

@@ -13,6 +13,7 @@
 import { closeSync, constants, lstatSync, openSync, promises as fs, readdirSync, readFileSync, readlinkSync, readSync, statSync, type BigIntStats } from 'node:fs';
 import path from 'node:path';
 import { BootenvError } from '../errors.js';
+import { setModificationTimes } from './carry.js';
 import { run } from './exec.js';
 import { throwIfInterrupted } from './scope.js';
 
@@ -276,10 +277,6 @@ export async function modificationTime(file: string): Promise<string> {
   return exactTime(stat.mtimeNs / 1_000_000_000n, stat.mtimeNs % 1_000_000_000n);
 }
 
-/** Sets the modification time of `file` to an exact "SECONDS.NANOSECONDS" (through touch: utimes() from Node is not exact). */
-export async function setModificationTime(file: string, mtime: string): Promise<void> {
-  await run(['touch', '--no-dereference', '-m', '-d', `@${mtime}`, file]);
-}
 
 /** Copies `file` to `copy` with its metadata; null when `file` does not exist. */
 export async function saveFileCopy(file: string, copy: string): Promise<SavedFile | null> {
@@ -296,23 +293,32 @@ export async function saveFileCopy(file: string, copy: string): Promise<SavedFil
 }
 
 /**
- * Puts a saved file back at `file`, atomically, with the content, mode, owner
- * and modification time it had when saved.
+ * Puts each saved file back at its path, atomically, with the content, mode,
+ * owner and modification time it had when saved (one after the other: a
+ * failure leaves the ones before it restored).
  */
-export async function restoreFileCopy(saved: SavedFile, file: string): Promise<void> {
-  const temporary = path.join(path.dirname(file), `.${path.basename(file)}.bootenv-restore-${process.pid}`);
-  await fs.copyFile(saved.copy, temporary);
+export async function restoreFileCopies(restores: ReadonlyArray<{ saved: SavedFile; file: string }>): Promise<void> {
+  const temporaries: string[] = [];
   try {
-    await fs.chown(temporary, saved.uid, saved.gid);
-    await fs.chmod(temporary, saved.mode);
-    await setModificationTime(temporary, saved.mtime);
-    await syncFile(temporary);
-    await fs.rename(temporary, file);
+    for (const { saved, file } of restores) {
+      const temporary = path.join(path.dirname(file), `.${path.basename(file)}.bootenv-restore-${process.pid}`);
+      await fs.copyFile(saved.copy, temporary);
+      temporaries.push(temporary);
+      await fs.chown(temporary, saved.uid, saved.gid);
+      await fs.chmod(temporary, saved.mode);
+    }
+    await setModificationTimes(restores.map(({ saved }, index) => ({ path: temporaries[index] as string, mtime: saved.mtime })));
+    for (const [index, { file }] of restores.entries()) {
+      const temporary = temporaries[index] as string;
+      await syncFile(temporary);
+      await fs.rename(temporary, file);
+      temporaries[index] = '';
+      await syncDirectory(path.dirname(file));
+    }
   } catch (error) {
-    await fs.rm(temporary, { force: true });
+    for (const temporary of temporaries) if (temporary !== '') await fs.rm(temporary, { force: true });
     throw error;
   }
-  await syncDirectory(path.dirname(file));
 }
 
 /**

@@ -7,7 +7,7 @@ import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
-import { applyCarryRecords, exchangePaths, type HelperRecord } from '../../src/sys/carry.js';
+import { applyCarryRecords, exchangePaths, setModificationTimes, type HelperRecord } from '../../src/sys/carry.js';
 import { withScratchBtrfs } from '../harness/btrfs-image.js';
 
 const HELPER = path.resolve('dist/bootenv-carry');
@@ -149,6 +149,38 @@ describe('bootenv-carry exchange', () => {
       await exchangePaths(path.join(top, 'be'), path.join(top, 'carry/work'), HELPER);
       expect(await uuid(path.join(top, 'be'))).toBe(before);
       await expect(exchangePaths(path.join(top, 'be'), path.join(top, 'nothing'), HELPER)).rejects.toThrow(/No such file or directory/);
+    });
+  });
+});
+
+describe('bootenv-carry mtimes', () => {
+  it('sets modification times to the nanosecond, leaving access times, not following symlinks; a missing path fails the call, a malformed record exits 2', async () => {
+    await withScratchBtrfs(1, async ({ top }) => {
+      const file = path.join(top, 'file');
+      const link = path.join(top, 'link');
+      const directory = path.join(top, 'directory');
+      writeFileSync(file, 'x');
+      symlinkSync('file', link);
+      mkdirSync(directory);
+      await sh('touch -a -d "2023-01-02 03:04:05.987654321" "$1"', file);
+      const accessBefore = await sh('stat -c "%x" "$1"', file);
+      expect(accessBefore).toMatch(/^2023-01-02 03:04:05\.987654321 /);
+      await setModificationTimes(
+        [
+          { path: file, mtime: '1796406700.057453016' },
+          { path: link, mtime: '1600000000.000000001' },
+          { path: directory, mtime: '1700000000.123456789' },
+        ],
+        HELPER,
+      );
+      expect(await sh('stat -c "%Y %y" "$1"', file)).toMatch(/^1796406700 \S+ \d\d:\d\d:\d\d\.057453016 /);
+      expect(await sh('stat -c "%x" "$1"', file)).toBe(accessBefore);
+      expect(await sh('stat -c "%Y %y" "$1"', link)).toMatch(/^1600000000 \S+ \d\d:\d\d:\d\d\.000000001 /);
+      expect(await sh('stat -c "%Y %y" "$1"', directory)).toMatch(/^1700000000 \S+ \d\d:\d\d:\d\d\.123456789 /);
+      await expect(setModificationTimes([{ path: path.join(top, 'missing'), mtime: '1.000000000' }], HELPER)).rejects.toThrow(/missing: error ENOENT/);
+      const malformed = await execa(HELPER, ['mtimes'], { input: `${file}\u00001.5\u0000`, reject: false });
+      expect(malformed.exitCode).toBe(2);
+      expect(await sh('stat -c "%Y" "$1"', file)).toBe('1796406700');
     });
   });
 });
