@@ -1,9 +1,10 @@
 /**
  * What a dpkg command line asks for, as apt hands it to Dir::Bin::dpkg: does it
  * change state (and so belongs in a BE), which .deb files and --recursive
- * directories it reads. Pure. The shell wrapper (hooks/apt/apt-hook, its
- * changes_state) keeps its own copy of CHANGING_ACTIONS for its Node-free fast
- * path; test/unit/apt-hook.test.ts runs it against this definition.
+ * directories it reads, may it take the wrapper's shortcut. Pure. The shell
+ * wrapper (hooks/apt/apt-hook, its changes_state and shortcut_allowed) keeps
+ * its own copy of CHANGING_ACTIONS and of shortcutAllowed for its Node-free
+ * paths; test/unit/apt-hook.test.ts runs them against these definitions.
  */
 
 /** dpkg actions that change the package database or the installed files. */
@@ -47,4 +48,22 @@ export function classifyDpkgArguments(args: readonly string[]): DpkgInvocation {
     debs: operands.filter((arg) => arg.endsWith('.deb')),
     recursiveDirectories: recursive ? operands.filter((arg) => !arg.endsWith('.deb')) : [],
   };
+}
+
+/** The actions of the wrapper's shortcut: they name packages, never files. */
+export const SHORTCUT_ACTIONS = ['--configure', '--triggers-only', '-r', '--remove', '--purge'] as const;
+
+/**
+ * Whether a dpkg call may take the wrapper's shortcut into the BE of the apt
+ * run that is already open (hooks/apt/apt-hook, shortcut_root): each word is
+ * lower-case letters, digits and + . : = - only (so no path, no .deb file, no
+ * -R), and it has actions, all of them SHORTCUT_ACTIONS. Such a call has no
+ * package file to bind into the BE. Anything else goes through beadm.
+ */
+export function shortcutAllowed(args: readonly string[]): boolean {
+  if (!args.every((arg) => /^[a-z0-9+.:=-]+$/.test(arg))) return false;
+  const changing = new Set<string>(CHANGING_ACTIONS);
+  const shortcut = new Set<string>(SHORTCUT_ACTIONS);
+  const actions = args.filter((arg) => changing.has(arg));
+  return actions.length > 0 && actions.every((action) => shortcut.has(action));
 }

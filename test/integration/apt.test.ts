@@ -328,4 +328,24 @@ describe('apt-get diverted into a new BE', () => {
     expect(await bootEnvironments()).toEqual(environments);
     expect(await versionsIn(pending.subvolume)).not.toHaveProperty('bootenv-t-many-4');
   });
+
+  it('a later dpkg call that names no package file (--configure) takes the wrapper shortcut into the BE: beadm is not started for it', async () => {
+    const before = await manifestOf(pending.subvolume);
+    // Every beadm start the hooks and the wrapper make, logged (BOOTENV_BEADM: the beadm they run).
+    const script = `${APT_ENV}
+      printf '%s\\n' '#!/bin/sh' 'echo "$1 $2" >> /run/beadm-calls' 'exec /usr/sbin/beadm "$@"' > /run/beadm-logged; chmod 0755 /run/beadm-logged
+      BOOTENV_BEADM=/run/beadm-logged apt-get install -y bootenv-t-carry; echo "rc=$?"
+      cat /run/beadm-calls; rm /run/beadm-logged /run/beadm-calls
+      findmnt -rn -o TARGET | grep bootenv; ls /run/bootenv`;
+    const result = await sandbox.boot(pending.subvolume, ['bash', '-c', script]);
+    expect(result.stdout).toContain('rc=0');
+    expect(result.stdout).toMatch(/^Setting up bootenv-t-carry \(1\.1\)/m);
+    // apt ran dpkg twice (--unpack, then --configure): beadm was started for the first only.
+    expect(result.stdout).toMatch(/^apt-hook pre-install-pkgs\napt-hook enter\napt-hook post-invoke\n/m);
+    expect(result.stdout.slice(-200)).toMatch(ONLY_PENDING_LEFT);
+    await expectUnchanged(pending.subvolume, before);
+    const made = await pendingOf(pending.subvolume);
+    expect(made.subvolume).not.toBe(pending.subvolume);
+    expect((await versionsIn(made.subvolume))['bootenv-t-carry']).toBe('1.1');
+  });
 });

@@ -1,12 +1,15 @@
-// hooks/apt/apt-hook keeps two policies in shell for its Node-free fast path: which dpkg calls
-// change state, and whether bootenv.conf says divert = never. Here the script's own functions
-// (sourced by sh under another name, so that it only defines them) run against the one
-// TypeScript definition of each: CHANGING_ACTIONS/classifyDpkgArguments and parseConfig.
+// hooks/apt/apt-hook keeps three policies in shell for its Node-free paths: which dpkg calls
+// change state, which may take the shortcut into an open transaction's BE, and whether
+// bootenv.conf says divert = never. Here the script's own functions (sourced by sh under another
+// name, so that it only defines them) run against the one TypeScript definition of each:
+// CHANGING_ACTIONS/classifyDpkgArguments, shortcutAllowed and parseConfig.
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { CHANGING_ACTIONS, classifyDpkgArguments } from '../../src/apt/dpkg-args.js';
+import { CHANGING_ACTIONS, classifyDpkgArguments, SHORTCUT_ACTIONS, shortcutAllowed } from '../../src/apt/dpkg-args.js';
 import { parseConfig } from '../../src/be/config.js';
 
 const SCRIPT = fileURLToPath(new URL('../../hooks/apt/apt-hook', import.meta.url));
@@ -49,6 +52,61 @@ describe('changes_state and CHANGING_ACTIONS', () => {
   ])('%j', (...args: string[]) => {
     const { status } = callShell('changes_state', args);
     expect(status === 0).toBe(classifyDpkgArguments(args).changesState);
+  });
+});
+
+describe('shortcut_allowed and shortcutAllowed', () => {
+  it.each([
+    // Each action alone, and as apt 2.6 passes the ones that name packages (captured).
+    ...CHANGING_ACTIONS.map((action) => [action]),
+    ...SHORTCUT_ACTIONS.map((action) => [action, 'a:amd64']),
+    ['--status-fd', '15', '--configure', '--pending'],
+    ['--status-fd', '14', '--no-triggers', '--configure', 'libc6:amd64', 'bootenv-t-app:all'],
+    ['--status-fd', '13', '--force-depends', '--abort-after=1', '--remove', 'a:all'],
+    ['--status-fd', '14', '--triggers-only', '--pending'],
+    ['--status-fd', '14', '--no-triggers', '--purge', '--pending'],
+    // Package files, directories, -R, other actions with them, words outside the set: beadm decides.
+    ['--status-fd', '13', '--no-triggers', '--unpack', '--auto-deconfigure', '/var/cache/apt/archives/a_1_all.deb'],
+    ['--configure', '--unpack', 'a'],
+    ['--remove', '-i', 'a'],
+    ['-P', 'a'],
+    ['--configure', '-R', 'a'],
+    ['--configure', '/tmp/apt-dpkg-install-x'],
+    ['--configure', 'a_1_all.deb'],
+    ['--configure', ''],
+    ['--configure', 'A'],
+    ['--configure', 'a b'],
+    ['--status-fd', '15'],
+    ['--configured', 'a'],
+    [],
+  ])('%j', (...args: string[]) => {
+    const { status } = callShell('shortcut_allowed', args);
+    expect(status === 0).toBe(shortcutAllowed(args));
+  });
+
+  it('shortcut_root answers the transaction root for its process only, and only for what shortcut_allowed lets through', () => {
+    const directory = mkdtempSync(path.join(tmpdir(), 'apt-hook-test.'));
+    try {
+      const shortcut = path.join(directory, 'wrapper-shortcut');
+      // sh's parent is this process: the shortcut names it by pid and start time, field 22 of /proc/PID/stat.
+      const stat = readFileSync(`/proc/${process.pid}/stat`, 'utf8');
+      const start = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] as string;
+      const root = (content: string | undefined, args: readonly string[]) => {
+        if (content === undefined) rmSync(shortcut, { force: true });
+        else writeFileSync(shortcut, content);
+        const result = spawnSync('sh', ['-c', `. "$1"; shift; SHORTCUT="$1"; shift; shortcut_root "$@"`, 'apt-hook-test', SCRIPT, shortcut, ...args], { encoding: 'utf8' });
+        return result.status === 0 ? result.stdout : `status ${result.status}`;
+      };
+      const configure = ['--status-fd', '15', '--configure', '--pending'];
+      expect(root(`${process.pid} ${start}\n`, configure)).toBe('/run/bootenv/txn/root\n');
+      expect(root(`${process.pid} ${start}\n`, ['--unpack', '/var/cache/apt/archives/a_1_all.deb'])).toBe('status 1');
+      expect(root(`${process.pid} ${Number(start) + 1}\n`, configure)).toBe('status 1');
+      expect(root(`${process.pid + 1} ${start}\n`, configure)).toBe('status 1');
+      expect(root('', configure)).toBe('status 1');
+      expect(root(undefined, configure)).toBe('status 1');
+    } finally {
+      rmSync(directory, { recursive: true, force: true });
+    }
   });
 });
 
