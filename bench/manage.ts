@@ -12,15 +12,17 @@
  *   - a no-op `apt-get install` of an installed package with bootenv and
  *     with BOOTENV=off, alternating: the wall bootenv adds when there is
  *     nothing to do;
+ *   - `beadm prune` of the BEs made for the above, and its cost per BE;
  *   - `apt-get install` of git and vim (pre-downloaded into apt's archives),
  *     diverted into a new BE and in place, each in its own fresh BE cloned
- *     from the same one, alternating: the ratio; and the same for one small
- *     package (tree): its difference is the fixed cost of a diverted run.
+ *     from the same one, alternating, with auto-prune = no: the ratio; and
+ *     the same for one small package (tree): its difference is the fixed
+ *     cost of a diverted run.
  * Targets (issue #16) are printed beside the figures. Run: npm run
  * bench:manage. Needs root, network to deb.debian.org and the cached base
  * (npm test builds it). Removes its sandbox.
  */
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { BOOKWORM, ensureBase } from '../test/harness/base.js';
 import { runBenchmark, median, printTable, stepsIn, type Step } from './measure.js';
@@ -96,6 +98,21 @@ async function main(): Promise<void> {
     const noopWith = median(noop.filter((_, index) => index % 2 === 0));
     const noopWithout = median(noop.filter((_, index) => index % 2 === 1));
 
+    // Retention, apart: one beadm prune of the BEs made above (the default policy keeps the newest 10 and one a
+    // day for a week, one a week for a month: here, the newest 10). Without it the first diverted install's
+    // auto-prune destroyed them (57.8 s of a 9 s install on 2026-12-04); the installs below run with
+    // auto-prune = no, so that they measure the diversion and nothing else.
+    // Then btrfs cleans the deleted subvolumes in the background (btrfs subvolume sync waits for that): on
+    // 2026-12-04 the three diverted installs right after took 14.5, 13.7 and 11.7 s while it did (8.8 s before).
+    const [prune, cleaning] = timings(await step(FIRST, `${TIMED}\nset -e\ntimed beadm prune\ntimed btrfs subvolume sync /`));
+    const pruned = count - (await sandbox.bootEnvironments()).length;
+    await sandbox.withTopLevel(async (top) => {
+      const config = path.join(top, FIRST, 'etc/bootenv/bootenv.conf');
+      const text = await readFile(config, 'utf8');
+      if (!/^auto-prune = yes$/m.test(text)) throw new Error(`${config} has no "auto-prune = yes" line to turn off`);
+      await writeFile(config, text.replace(/^auto-prune = yes$/m, 'auto-prune = no'));
+    });
+
     // Installs, each in a fresh clone of debian-12 (beadm create: identical trees), alternating diverted and in place.
     const install = async (packages: readonly string[]): Promise<{ diverted: number[]; inPlace: number[] }> => {
       const result = { diverted: [] as number[], inPlace: [] as number[] };
@@ -128,6 +145,7 @@ async function main(): Promise<void> {
     rows.push(['create ÷ raw snapshot', (five.create / five.snapshot).toFixed(1), (hundred.create / hundred.snapshot).toFixed(1), '']);
     const added = noopWith - noopWithout;
     rows.push(['no-op apt-get install: with bootenv / BOOTENV=off', `${s(noopWith)} / ${s(noopWithout)}`, `added ${s(added)}`, `≤ 20 ms: ${target(added, 0.02)}`]);
+    rows.push([`beadm prune: destroys ${pruned} of ${count} BEs; then btrfs cleans them`, `${(prune ?? Number.NaN).toFixed(2)} s; ${(cleaning ?? Number.NaN).toFixed(2)} s`, `${s((prune ?? Number.NaN) / pruned)} per BE`, '']);
     const ratio = median(big.diverted) / median(big.inPlace);
     rows.push([`apt-get install ${BIG.join(' ')} (${packages} packages): diverted / in place`, `${median(big.diverted).toFixed(2)} s / ${median(big.inPlace).toFixed(2)} s`, `÷ ${ratio.toFixed(2)}`, `≤ 1.10: ${target(ratio, 1.1)}`]);
     const fixed = median(small.diverted) - median(small.inPlace);

@@ -821,7 +821,7 @@ async function savePreImages(paths: readonly string[]): Promise<PreImages> {
 async function restorePreImages(preImages: PreImages): Promise<void> {
   for (const preImage of preImages.files) if (preImage.saved === null) await removeFile(preImage.path);
   await restoreFileCopies(preImages.files.flatMap(({ path: file, saved }) => (saved === null ? [] : [{ saved, file }])));
-  await setModificationTimes(preImages.directories.map(({ path: directory, mtime }) => ({ path: directory, mtime })));
+  await setModificationTimes(preImages.directories);
 }
 
 /** This boot's pending BE, if apt made one. */

@@ -99,20 +99,14 @@ export async function writePrivateFileAtomic(file: string, content: string): Pro
 }
 
 async function replaceFile(file: string, content: string, finalMode: number): Promise<void> {
-  throwIfInterrupted();
   const dir = path.dirname(file);
   const temporary = path.join(dir, `.${path.basename(file)}.bootenv-${process.pid}`);
-  const handle = await fs.open(temporary, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, finalMode);
   try {
-    await handle.writeFile(content, 'utf8');
-    await handle.chmod(finalMode);
-    await handle.sync();
+    await writeCandidateFile(temporary, content, finalMode);
   } catch (error) {
-    await handle.close();
     await fs.rm(temporary, { force: true });
-    throw new BootenvError('INTERNAL', `cannot write ${file}: ${(error as Error).message}`, { cause: error });
+    throw error;
   }
-  await handle.close();
   try {
     await fs.rename(temporary, file);
   } catch (error) {
@@ -123,15 +117,17 @@ async function replaceFile(file: string, content: string, finalMode: number): Pr
 }
 
 /**
- * Writes `file` (created with `mode`, or truncated) and flushes its data,
- * without the directory sync of writeFileAtomic: for a candidate that
- * renamePath then moves into place, whose directory sync covers both.
+ * Writes `file` (created, or truncated) with `mode` whatever the umask, and
+ * flushes its data, without the directory sync of writeFileAtomic: for a
+ * candidate that renamePath then moves into place, whose directory sync
+ * covers both.
  */
 export async function writeCandidateFile(file: string, content: string, mode = 0o644): Promise<void> {
   throwIfInterrupted();
   const handle = await fs.open(file, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, mode);
   try {
     await handle.writeFile(content, 'utf8');
+    await handle.chmod(mode);
     await handle.sync();
   } catch (error) {
     throw new BootenvError('INTERNAL', `cannot write ${file}: ${(error as Error).message}`, { cause: error });
@@ -276,7 +272,6 @@ export async function modificationTime(file: string): Promise<string> {
   const stat = await fs.lstat(file, { bigint: true });
   return exactTime(stat.mtimeNs / 1_000_000_000n, stat.mtimeNs % 1_000_000_000n);
 }
-
 
 /** Copies `file` to `copy` with its metadata; null when `file` does not exist. */
 export async function saveFileCopy(file: string, copy: string): Promise<SavedFile | null> {
