@@ -13,7 +13,7 @@
  * The menu itself is never left to update-grub in the chroot: bootenv writes
  * it from the installed root at commit, as at every change of the BEs.
  */
-import { isMountPoint, mountAt, readMountTable } from '../btrfs/mountinfo.js';
+import { isMountPoint, mountAt, readMountTable } from '../sys/mountinfo.js';
 import { BootenvError } from '../errors.js';
 import { GRUB_HOME } from '../grub/config.js';
 import {

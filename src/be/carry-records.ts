@@ -26,7 +26,7 @@
 import { randomUuid } from './random-id.js';
 import path from 'node:path';
 import { deleteSubvolume, listSubvolumes, snapshotSubvolume } from '../btrfs/commands.js';
-import { mountedSubvolumeIds, readMountTable } from '../btrfs/mountinfo.js';
+import { mountedSubvolumeIds, readMountTable } from '../sys/mountinfo.js';
 import type { Subvolume } from '../btrfs/parse.js';
 import { BootenvError } from '../errors.js';
 import { listDirectory, makeDirectory, readTextIfExists, removeEmptyDirectory, removeFile, writeFileAtomic, writePrivateFileAtomic } from '../sys/fs.js';

@@ -23,7 +23,7 @@
  */
 import path from 'node:path';
 import { deleteSubvolume, inodePaths, listSubvolumes, snapshotSubvolume, subvolumeChanges, syncFilesystem } from '../btrfs/commands.js';
-import { mountsOfSubvolume } from '../btrfs/mountinfo.js';
+import { mountsOfSubvolume } from '../sys/mountinfo.js';
 import type { Subvolume } from '../btrfs/parse.js';
 import { BootenvError } from '../errors.js';
 import { applyCarryRecords, exchangePaths, type HelperRecord } from '../sys/carry.js';

@@ -14,7 +14,7 @@
  */
 import path from 'node:path';
 import { listSubvolumes, qgroupUsage } from '../btrfs/commands.js';
-import { mountAt, mountsOfSubvolume, readMountTable, type MountInfo } from '../btrfs/mountinfo.js';
+import { mountAt, mountsOfSubvolume, readMountTable, type MountInfo } from '../sys/mountinfo.js';
 import type { Subvolume } from '../btrfs/parse.js';
 import { BootenvError } from '../errors.js';
 import { GRUB_HOME, GRUB_SCRIPT } from '../grub/config.js';

@@ -13,7 +13,7 @@
  * the unmounted clone is swept.
  */
 import path from 'node:path';
-import { mountAt, readMountTable } from '../btrfs/mountinfo.js';
+import { mountAt, readMountTable } from '../sys/mountinfo.js';
 import { listDirectory, makePrivateDirectory, readTextIfExists, removeEmptyDirectory, removeFile, writePrivateFileAtomic } from '../sys/fs.js';
 import { detachMount, RUNTIME_DIRECTORY, unmount } from '../sys/mount.js';
 import { processInfo, stopProcessesRootedIn } from '../sys/process.js';

@@ -15,7 +15,7 @@
  */
 import path from 'node:path';
 import { deleteSubvolume, filesystemUuid, listSubvolumes } from '../btrfs/commands.js';
-import { mountAt, readMountTable, subvolumePathOf } from '../btrfs/mountinfo.js';
+import { mountAt, readMountTable, subvolumePathOf } from '../sys/mountinfo.js';
 import { BootenvError } from '../errors.js';
 import { pathExists, readTextIfExists, removeEmptyDirectory, removeMovedAsideTree, renamePath, writeFileAtomic } from '../sys/fs.js';
 import { mountBtrfs, unmount } from '../sys/mount.js';

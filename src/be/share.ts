@@ -26,7 +26,7 @@
 import path from 'node:path';
 import { randomUuid } from './random-id.js';
 import { createSubvolume, filesystemUuid, listSubvolumes, snapshotSubvolume, subvolumeChanges, syncFilesystem, deleteSubvolume } from '../btrfs/commands.js';
-import { mountAt, readMountTable } from '../btrfs/mountinfo.js';
+import { mountAt, readMountTable } from '../sys/mountinfo.js';
 import { BootenvError } from '../errors.js';
 import { applyCarryRecords } from '../sys/carry.js';
 import { copyTreeReflinked, listDirectory, lstatIfExistsSync, makeDirectory, MOVED_ASIDE_MARK, pathExists, readText, readTextIfExists, realPathIfExists, removeEmptyDirectory, renamePath, writeFileAtomic } from '../sys/fs.js';

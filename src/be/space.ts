@@ -11,7 +11,7 @@
 import path from 'node:path';
 import { filesystemGeometry, flushDeviceCache, qgroupUsage, subvolumeTreeIds, subvolumeTreeReferences, syncFilesystem } from '../btrfs/commands.js';
 import type { TreeReferences } from '../btrfs/dump-tree.js';
-import { mountAt, readMountTable } from '../btrfs/mountinfo.js';
+import { mountAt, readMountTable } from '../sys/mountinfo.js';
 import type { Subvolume } from '../btrfs/parse.js';
 import { inlineLimit } from '../dedupe/plan.js';
 import { countReferences, measureFreedTogether, measureSubvolumeSpace, QUOTA_TOLERANCE, relativeDifference } from '../dedupe/space.js';

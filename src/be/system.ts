@@ -3,7 +3,7 @@
  * read from /proc/self/mountinfo (not the kernel command line), and whether
  * that layout can hold BEs. Every refusal says what to do instead.
  */
-import { mountAt, readMountTable, subvolumePathOf, type MountInfo } from '../btrfs/mountinfo.js';
+import { mountAt, readMountTable, subvolumePathOf, type MountInfo } from '../sys/mountinfo.js';
 import { BootenvError } from '../errors.js';
 import { haveProgram } from '../sys/exec.js';
 

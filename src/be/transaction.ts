@@ -50,7 +50,7 @@ import path from 'node:path';
 import { auditDpkgDatabase } from '../apt/dpkg-audit.js';
 import { classifyDpkgArguments } from '../apt/dpkg-args.js';
 import { parsePreInstallPkgsInput, type PackageAction } from '../apt/hook-input.js';
-import { isMountPoint, mountAt, readMountTable } from '../btrfs/mountinfo.js';
+import { isMountPoint, mountAt, readMountTable } from '../sys/mountinfo.js';
 import { inlineLimit } from '../dedupe/plan.js';
 import { BootenvError } from '../errors.js';
 import {

@@ -8,7 +8,8 @@
  */
 import { promises as fs } from 'node:fs';
 import { run } from './exec.js';
-import { makePrivateDirectory, makeTemporaryDirectory, readTextIfExists, removeEmptyDirectory } from './fs.js';
+import { makePrivateDirectory, makeTemporaryDirectory, removeEmptyDirectory } from './fs.js';
+import { readMountTable } from './mountinfo.js';
 import type { Scope } from './scope.js';
 
 /** bootenv's runtime directory (0755: apt reads pending/apt.conf in it as any user). */
@@ -71,11 +72,9 @@ export async function bindMount(scope: Scope, source: string, target: string, li
   registerUnmount(scope, target, lifetime, recursive);
 }
 
-/** How many mounts /proc/self/mountinfo has at `target` (its mount point field writes space, tab, newline and backslash in octal). */
+/** How many mounts the mount table has at `target` (stacked ones counted). */
 async function mountsAt(target: string): Promise<number> {
-  const escaped = target.replace(/[ \t\n\\]/g, (character) => `\\${character.charCodeAt(0).toString(8).padStart(3, '0')}`);
-  const table = (await readTextIfExists('/proc/self/mountinfo')) ?? '';
-  return table.split('\n').filter((line) => line.split(' ')[4] === escaped).length;
+  return (await readMountTable()).filter((mount) => mount.mountPoint === target).length;
 }
 
 async function mountTmpfs(scope: Scope, target: string, options: string, lifetime: MountLifetime): Promise<void> {

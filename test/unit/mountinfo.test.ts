@@ -1,6 +1,6 @@
 // Unit tests for src/btrfs/mountinfo.ts: parsing /proc/self/mountinfo and finding subvolume mounts in it.
 import { describe, expect, it } from 'vitest';
-import { mountAt, mountedSubvolumeIds, mountsOfSubvolume, parseMountInfo, subvolumePathOf, type MountInfo } from '../../src/btrfs/mountinfo.js';
+import { mountAt, mountedSubvolumeIds, mountsOfSubvolume, parseMountInfo, subvolumePathOf, type MountInfo } from '../../src/sys/mountinfo.js';
 import { bootenvErrorFrom } from './helpers.js';
 
 const TOP_LEVEL = '44 27 0:40 / /var/tmp/cap.PbRh/top rw,relatime - btrfs /dev/loop0 rw,discard=async,space_cache=v2,subvolid=5,subvol=/';

@@ -6,7 +6,7 @@
  * given subvolume of a filesystem is mounted.
  */
 import { BootenvError } from '../errors.js';
-import { readText } from '../sys/fs.js';
+import { readText } from './fs.js';
 
 export interface MountInfo {
   mountId: number;
