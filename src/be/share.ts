@@ -192,7 +192,7 @@ async function shareUpToCommit(scope: Scope, session: Session, state: BootenvSta
   await mountBtrfs(scope, session.probe.device, sharePath, `subvol=${progress.subvolume}`, 'kept');
   crashPoint('share-mounted');
 
-  const line = sharedMountLine(await filesystemUuid(top), sharePath, progress.subvolume);
+  const line = sharedMountLine(await filesystemUuid(top, session.probe.device), sharePath, progress.subvolume);
   for (const subvolume of fstabSubvolumes(session, state, rootSubvolume)) {
     const file = path.join(top, subvolume, 'etc/fstab');
     const previous = await readTextIfExists(file);

@@ -171,7 +171,7 @@ export interface DestroyedSpace {
 export async function measureDestroyedSpace(session: Session, state: BootenvState, targets: readonly Subvolume[]): Promise<DestroyedSpace> {
   const freedByDestroyBytes = new Map<string, number>();
   if (targets.length === 0) return { freedByDestroyBytes, freedTogetherBytes: 0 };
-  const geometry = await filesystemGeometry(session.top);
+  const geometry = await filesystemGeometry(session.top, session.probe.device);
   const trees = await readSubvolumeTrees(session, geometry.devices, () => undefined);
   const counts = countReferences(trees.values());
   const exclusiveOf = (subvolume: Subvolume) => measureSubvolumeSpace(treeOf(trees, subvolume), counts, geometry.nodeSize, null).exclusiveBytes;
@@ -202,7 +202,7 @@ export async function auditBootEnvironments(names: readonly string[], options: A
     const session = await openSession(scope, options, 'allow');
     const state = requireState(session);
     const targets = names.length > 0 ? names.map((name) => ({ name, subvolume: findBootEnvironment(session, name) })) : bootEnvironmentSubvolumes(session);
-    const geometry = await filesystemGeometry(session.top);
+    const geometry = await filesystemGeometry(session.top, session.probe.device);
     const passes = targets.filter(({ subvolume }) => originOf(session, state, subvolume) !== undefined).length;
     let treeCount = 0;
     const trees = await readSubvolumeTrees(session, geometry.devices, (done, total, step) => {

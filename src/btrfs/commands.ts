@@ -156,9 +156,9 @@ export interface FilesystemGeometry {
   devices: string[];
 }
 
-/** Node size and devices of the btrfs mounted at `path`, from /sys/fs/btrfs/UUID (read-only). */
-export async function filesystemGeometry(path: string): Promise<FilesystemGeometry> {
-  const sysfs = `/sys/fs/btrfs/${await filesystemUuid(path)}`;
+/** Node size and devices of the btrfs mounted at `mounted` (from block device `device`, when given), from /sys/fs/btrfs/UUID (read-only). */
+export async function filesystemGeometry(mounted: string, device?: string): Promise<FilesystemGeometry> {
+  const sysfs = (device === undefined ? undefined : (await sysfsDirectoryOf(device))?.directory) ?? `${SYSFS_BTRFS}/${await filesystemUuid(mounted)}`;
   const nodeSize = (await readText(`${sysfs}/nodesize`)).trim();
   if (!/^\d+$/.test(nodeSize)) throw new BootenvError('PARSE', `unexpected ${sysfs}/nodesize: ${JSON.stringify(nodeSize)}`);
   const devices = (await listDirectory(`${sysfs}/devices`)).sort().map((name) => `/dev/${name}`);
