@@ -53,8 +53,9 @@ writeFileSync('dist/package.json', '{ "type": "commonjs" }\n');
 const flags = (name, fallback = '') => (process.env[name] ?? fallback).split(/\s+/).filter(Boolean);
 // The native helpers: bootenv-dedupe (FIDEDUPERANGE for the skip-unchanged pass), bootenv-one-shot
 // (run by the initramfs to take a one-shot activation), bootenv-carry (applies a carry plan),
-// bootenv-boot-carry (run by the initramfs to carry into the BE it boots).
-for (const name of ['bootenv-dedupe', 'bootenv-one-shot', 'bootenv-carry', 'bootenv-boot-carry']) {
+// bootenv-boot-carry (run by the initramfs to carry into the BE it boots), bootenv-changes (reads two
+// subvolumes' trees for beadm diff).
+for (const name of ['bootenv-dedupe', 'bootenv-one-shot', 'bootenv-carry', 'bootenv-boot-carry', 'bootenv-changes']) {
   execFileSync(
     process.env.CC ?? 'cc',
     [...flags('CPPFLAGS'), ...flags('CFLAGS', '-O2 -Wall -Wextra'), '-o', `dist/${name}`, `src/native/${name}.c`, ...flags('LDFLAGS')],

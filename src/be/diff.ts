@@ -1,9 +1,10 @@
 /**
  * `beadm diff A [B]`: what differs between two BEs (B defaults to the running
  * one). Both are snapshotted read-only under @bootenv/.carry/diff-ID/ for the
- * duration (a crash leaves them to the next session's sweep), and
- * `btrfs send --no-data -p` of the two names every path whose entry may
- * differ without reading file data. Paths of dpkg's (conffiles aside) are
+ * duration (a crash leaves them to the next session's sweep), and their
+ * trees name every path whose entry may differ without reading file data:
+ * the blocks written since they forked (../btrfs/tree-changes.ts), or, for
+ * two BEs whose common ancestor is gone, `btrfs send --no-data -p`. Paths of dpkg's (conffiles aside) are
  * counted from that alone; the others are looked at: lstat in both, and a
  * byte comparison of the regular files btrfs says were written (a rewrite
  * with the same bytes is no change). The two dpkg databases are
@@ -12,7 +13,7 @@
 import { randomUuid } from './random-id.js';
 import path from 'node:path';
 import { parseDpkgStatus } from '../apt/dpkg-status.js';
-import { deleteSubvolume, snapshotSubvolume, subvolumeChanges } from '../btrfs/commands.js';
+import { deleteSubvolume, snapshotSubvolume, subvolumeChanges, treeChanges } from '../btrfs/commands.js';
 import type { Subvolume } from '../btrfs/parse.js';
 import type { SubvolumeDelta } from '../btrfs/send-changes.js';
 import { BootenvError } from '../errors.js';
@@ -57,9 +58,10 @@ function subtree(root: string, relative: string, into: Set<string>): void {
   for (const name of listDirectoryBytesSync(path.join(root, relative))) subtree(root, relative === '' ? name : `${relative}/${name}`, into);
 }
 
-/** The paths btrfs names as possibly different (byte strings, relative), moved directories' subtrees on both sides included. */
+/** The paths btrfs names as possibly different (byte strings, relative), moved directories' subtrees on both sides and removed ones' included. */
 function candidatePaths(delta: SubvolumeDelta, rootA: string, rootB: string): Set<string> {
   const paths = new Set<string>([...delta.changed.keys(), ...delta.vacated]);
+  for (const directory of delta.removedDirectories ?? []) subtree(rootA, directory, paths);
   for (const { from, to } of delta.moved) {
     subtree(rootA, from, paths);
     subtree(rootB, to, paths);
@@ -114,7 +116,7 @@ export async function diffBootEnvironments(from: string, options: DiffOptions = 
     const rootA = path.join(session.top, snapshotA);
     const rootB = path.join(session.top, snapshotB);
 
-    const delta = await subvolumeChanges(rootA, rootB);
+    const delta = (await treeChanges(rootA, rootB)) ?? (await subvolumeChanges(rootA, rootB));
     const aliasesA = await mergedUsrAliases(rootA);
     const aliasesB = await mergedUsrAliases(rootB);
     const resolve = (file: string): string => resolveAliases(resolveAliases(file, aliasesB), aliasesA);

@@ -5,13 +5,14 @@
 import { release } from 'node:os';
 import path from 'node:path';
 import { BootenvError } from '../errors.js';
-import { run, runChunks, runLines } from '../sys/exec.js';
+import { locateNativeHelper, run, runChunks, runLines } from '../sys/exec.js';
 import { listDirectory, pathExists, readText, readTextIfExists, realPathIfExists } from '../sys/fs.js';
 import { throwIfInterrupted } from '../sys/scope.js';
 import { parseSubvolumeTreeIds, TreeDumpParser, type TreeReferences } from './dump-tree.js';
 import { parseFilesystemUuid, parseQgroupShow, parseSubvolumeList, type QgroupUsage, type Subvolume } from './parse.js';
 import { ChangeTracker, type SubvolumeDelta } from './send-changes.js';
 import { SendStreamParser } from './send-stream.js';
+import { deltaOfTrees, parseTreeChanges } from './tree-changes.js';
 
 /** Every subvolume of the filesystem mounted at `topLevel` (read-only). */
 export async function listSubvolumes(topLevel: string): Promise<Subvolume[]> {
@@ -45,6 +46,24 @@ export async function subvolumeChanges(parent: string, current: string): Promise
   });
   parser.end();
   return tracker.finish();
+}
+
+/**
+ * What differs from read-only subvolume `base` to read-only subvolume
+ * `current`, when the two share an ancestor: read from their trees by
+ * bootenv-changes (src/native/bootenv-changes.c, ./tree-changes.ts), which
+ * looks only at the tree blocks written since they forked, where `btrfs
+ * send` resolves every path of every changed inode in the kernel (an
+ * upgrade of 60 packages: 0.07 s against 0.9 s). Paths below a directory in
+ * `removedDirectories` are not all listed. Undefined when they share no ancestor that
+ * still exists (the caller asks send). Reads only; needs root. Throws
+ * TOOL_MISSING, COMMAND_FAILED, PARSE.
+ */
+export async function treeChanges(base: string, current: string, helper: string = locateNativeHelper('bootenv-changes')): Promise<SubvolumeDelta | undefined> {
+  const chunks: Buffer[] = [];
+  await runChunks([helper, base, current], (chunk) => chunks.push(chunk));
+  const changes = parseTreeChanges(Buffer.concat(chunks));
+  return changes.related ? deltaOfTrees(changes) : undefined;
 }
 
 /**

@@ -33,6 +33,12 @@ export interface SubvolumeDelta {
   vacated: Set<string>;
   /** Entries moved: everything below `to` now came from below `from` (for a directory, its whole subtree). */
   moved: Array<{ from: string; to: string }>;
+  /**
+   * Directories of the base that are gone, whose paths below are not all in
+   * `vacated` (the tree reader, ./tree-changes.ts, names only the top; a send
+   * stream names every one): the caller walks the base there.
+   */
+  removedDirectories?: Set<string>;
 }
 
 const GONE = Symbol('gone');

@@ -36,6 +36,7 @@ export async function installBootenv(root: string): Promise<void> {
     ['dist/bootenv-dedupe', 'usr/lib/bootenv/bootenv-dedupe', '0755'],
     ['dist/bootenv-carry', 'usr/lib/bootenv/bootenv-carry', '0755'],
     ['dist/bootenv-boot-carry', 'usr/lib/bootenv/bootenv-boot-carry', '0755'],
+    ['dist/bootenv-changes', 'usr/lib/bootenv/bootenv-changes', '0755'],
     ['hooks/grub.d/09_bootenv', 'etc/grub.d/09_bootenv', '0755'],
     ['hooks/apt/apt-hook', 'usr/lib/bootenv/apt-hook', '0755'],
     ['hooks/apt/apt.conf', 'usr/lib/bootenv/apt.conf', '0644'],
