@@ -33,7 +33,8 @@ import { listDirectory, makeDirectory, readTextIfExists, removeEmptyDirectory, r
 import type { Scope } from '../sys/scope.js';
 import type { TouchedPaths } from './carry-plan.js';
 import type { CarrySetting } from './config.js';
-import { saveState, type Session } from './session.js';
+import { rememberAncestry } from './ancestry.js';
+import { saveAncestry, saveState, type Session } from './session.js';
 import { CONTAINER, type BootenvState, type CarryMode, type CarryRecord } from './state.js';
 
 export const CARRY_DIRECTORY = `${CONTAINER}/.carry`;
@@ -178,8 +179,10 @@ export async function sweepCarrySnapshots(session: Session): Promise<void> {
   const files = new Set(records.flatMap((carry) => [carry.touchedFile, carry.exchange?.touchedFile].map((name) => (name ? `${carry.id}/${name}` : ''))));
   const deleted = new Set<string>();
   const mounted = mountedSubvolumeIds(await readMountTable(), session.probe.deviceNumber);
-  for (const subvolume of session.subvolumes) {
-    if (!subvolume.path.startsWith(`${CARRY_DIRECTORY}/`) || referenced.has(subvolume.uuid) || mounted.has(subvolume.id)) continue;
+  const deleting = session.subvolumes.filter((subvolume) => subvolume.path.startsWith(`${CARRY_DIRECTORY}/`) && !referenced.has(subvolume.uuid) && !mounted.has(subvolume.id));
+  // Bases and replaced BEs are on the way from BEs to their ancestors: beadm diff follows the links kept here.
+  if (deleting.length > 0 && rememberAncestry(session.state, session.subvolumes, deleting)) await saveAncestry(session, session.state.ancestry);
+  for (const subvolume of deleting) {
     try {
       await deleteSubvolume(path.join(session.top, subvolume.path), false);
       deleted.add(subvolume.uuid);

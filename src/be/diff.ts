@@ -10,6 +10,7 @@
  * with the same bytes is no change). The two dpkg databases are
  * read as files. Classification is ./diff-plan.ts.
  */
+import { ancestryLinks } from './ancestry.js';
 import { randomUuid } from './random-id.js';
 import path from 'node:path';
 import { parseDpkgStatus } from '../apt/dpkg-status.js';
@@ -116,7 +117,7 @@ export async function diffBootEnvironments(from: string, options: DiffOptions = 
     const rootA = path.join(session.top, snapshotA);
     const rootB = path.join(session.top, snapshotB);
 
-    const delta = (await treeChanges(rootA, rootB)) ?? (await subvolumeChanges(rootA, rootB));
+    const delta = (await treeChanges(rootA, rootB, ancestryLinks(session.state, session.subvolumes))) ?? (await subvolumeChanges(rootA, rootB));
     const aliasesA = await mergedUsrAliases(rootA);
     const aliasesB = await mergedUsrAliases(rootB);
     const resolve = (file: string): string => resolveAliases(resolveAliases(file, aliasesB), aliasesA);

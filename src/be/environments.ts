@@ -20,6 +20,7 @@ import { listDirectory, makeDirectory, pathExists, readText, writeFileAtomic } f
 import { mountBtrfsTemporarily, NOSUID_NODEV } from '../sys/mount.js';
 import type { Scope } from '../sys/scope.js';
 import { INSTALLED_ROOT_MOUNTPOINT, rewriteFstabForBootEnvironment } from './fstab.js';
+import { rememberAncestry } from './ancestry.js';
 import { carryBaseUuid, markCarryPending, prepareCarry, sweepCarrySnapshots, type CarryChoice } from './carry-records.js';
 import { readOsRelease } from './os-release.js';
 import { bootEnvironmentSubvolumes, installedRootPath, saveState, type Session } from './session.js';
@@ -95,6 +96,7 @@ export async function forgetBootEnvironment(
   const state = session.state;
   if (state !== undefined) {
     delete state.environments[environment.uuid];
+    rememberAncestry(state, session.subvolumes, session.subvolumes.filter((subvolume) => subvolume.uuid === environment.uuid));
     session.subvolumes = session.subvolumes.filter((subvolume) => subvolume.uuid !== environment.uuid);
     await saveState(scope, session, state);
     if (refreshMenu) await refreshBootMenu(scope, session, state);

@@ -125,3 +125,20 @@ export async function saveState(scope: Scope, session: Session, state: BootenvSt
   );
   session.state = state;
 }
+
+/**
+ * Sets the state's ancestry (./ancestry.ts) in memory and in the state file
+ * as it is on disk, leaving everything else there as it was saved: final,
+ * never undone (a lost link only sends beadm diff the slower way).
+ */
+export async function saveAncestry(session: Session, ancestry: BootenvState['ancestry']): Promise<void> {
+  const file = path.join(session.top, CONTAINER, STATE_FILE);
+  const text = await readTextIfExists(file);
+  if (text === undefined || session.state === undefined) return;
+  const saved = parseState(text);
+  if (ancestry === undefined) delete saved.ancestry;
+  else saved.ancestry = ancestry;
+  await writePrivateFileAtomic(file, serializeState(saved));
+  if (ancestry === undefined) delete session.state.ancestry;
+  else session.state.ancestry = ancestry;
+}

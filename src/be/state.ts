@@ -161,6 +161,14 @@ export interface BootenvState {
   shared?: SharedSubvolume[];
   /** A share under way; absent when there is none. */
   share?: ShareProgress;
+  /** What btrfs forgot of subvolumes bootenv deleted (./ancestry.ts), by UUID; absent when nothing. */
+  ancestry?: Record<string, AncestryLink>;
+}
+
+/** A deleted subvolume's place in its BEs' lineage: whose snapshot it was, made in which generation. */
+export interface AncestryLink {
+  parentUuid: string;
+  generation: number;
 }
 
 export function parseState(text: string): BootenvState {
@@ -208,6 +216,9 @@ export function parseState(text: string): BootenvState {
     if (typeof shared?.path !== 'string' || typeof shared.subvolume !== 'string' || typeof shared.uuid !== 'string' || typeof shared.since !== 'string') {
       throw new BootenvError('PARSE', `${CONTAINER}/${STATE_FILE}: bad shared subvolume ${JSON.stringify(shared)}`);
     }
+  }
+  for (const [uuid, link] of Object.entries(state.ancestry ?? {})) {
+    if (typeof link?.parentUuid !== 'string' || !Number.isSafeInteger(link.generation)) throw new BootenvError('PARSE', `${CONTAINER}/${STATE_FILE}: bad ancestry of ${uuid}`);
   }
   const share = state.share;
   if (

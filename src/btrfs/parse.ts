@@ -15,17 +15,19 @@ export interface Subvolume {
   uuid: string;
   /** Path from the top level of the filesystem, as `btrfs subvolume list` prints it. */
   path: string;
+  /** The generation it was made in (its root item's otransid; `cgen`, listed with -c). */
+  createdGeneration?: number;
 }
 
 const SUBVOLUME_LINE =
-  /^ID (\d+) gen (\d+) top level (\d+) parent_uuid (-|[0-9a-f-]{36}) +uuid ([0-9a-f-]{36}) path (.+)$/;
+  /^ID (\d+) gen (\d+)(?: cgen (\d+))? top level (\d+) parent_uuid (-|[0-9a-f-]{36}) +uuid ([0-9a-f-]{36}) path (.+)$/;
 
-/** Parses `btrfs subvolume list -u -q MOUNTPOINT` (run on the top level). */
+/** Parses `btrfs subvolume list -u -q [-c] MOUNTPOINT` (run on the top level). */
 export function parseSubvolumeList(output: string): Subvolume[] {
   return nonEmptyLines(output).map((line) => {
     const match = SUBVOLUME_LINE.exec(line);
     if (!match) throw parseError('btrfs subvolume list', line);
-    const [, id, generation, topLevel, parentUuid, uuid, rawPath] = match as unknown as string[];
+    const [, id, generation, created, topLevel, parentUuid, uuid, rawPath] = match as unknown as string[];
     return {
       id: Number(id),
       generation: Number(generation),
@@ -33,6 +35,7 @@ export function parseSubvolumeList(output: string): Subvolume[] {
       parentUuid: parentUuid === '-' ? null : (parentUuid as string),
       uuid: uuid as string,
       path: (rawPath as string).replace(/^<FS_TREE>\//, ''),
+      ...(created === undefined ? {} : { createdGeneration: Number(created) }),
     };
   });
 }

@@ -6,13 +6,16 @@
  * issue the tree-search ioctl; this does, and leaves every decision to
  * src/btrfs/tree-changes.ts, its one reader.
  *
- * bootenv-changes A B
+ * bootenv-changes A B [UUID:PARENT_UUID:GENERATION]...
  *   A and B are the root directories of two subvolumes of one filesystem
  *   (beadm diff passes read-only snapshots, which cannot change meanwhile).
+ *   Each link stands for a deleted subvolume (src/be/ancestry.ts): whose
+ *   snapshot it was and the generation it was made in, as its root item said.
  *
  *   1. The fork generation G: the subvolumes' parent UUIDs (root items of
  *      the root tree) are followed from A and from B to their nearest
- *      common ancestor; G is the smallest creation generation (otransid) of
+ *      common ancestor (through the links where a parent is deleted); G is
+ *      the smallest creation generation (otransid) of
  *      the snapshots on the two ways there. Every tree block the two still
  *      share is of generation G or older, so a block of either tree that is
  *      newer holds everything that changed on that side since the fork.
@@ -41,7 +44,8 @@
  *                                        a directory's path, relative to the
  *                                        subvolume's root ("" the root itself)
  *   'E'                                  the end; nothing is complete without it
- * Exit 0 with 'E' or 'U' written; 1 with the reason on stderr. Reads only;
+ * Exit 0 with 'E' or 'U' written; 1 with the reason on stderr, 2 on a malformed
+ * link or usage. Reads only;
  * needs CAP_SYS_ADMIN (as `btrfs send` does). Dies with its parent.
  */
 #define _GNU_SOURCE
@@ -198,6 +202,45 @@ static void visit_root_item(void *context, const struct btrfs_ioctl_search_heade
   subvolume->otransid = le64toh(item->otransid);
 }
 
+static int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+/* Parses a UUID as btrfs prints it (8-4-4-4-12 lowercase hex digits) ending at `end`; 0 on success. */
+static int parse_uuid(const char *text, char end, uint8_t *uuid) {
+  size_t at = 0;
+  for (int byte = 0; byte < BTRFS_UUID_SIZE; byte++) {
+    if (at == 8 || at == 13 || at == 18 || at == 23) {
+      if (text[at] != '-') return -1;
+      at++;
+    }
+    int high = hex_digit(text[at]), low = high < 0 ? -1 : hex_digit(text[at + 1]);
+    if (low < 0) return -1;
+    uuid[byte] = (uint8_t)(high << 4 | low);
+    at += 2;
+  }
+  return text[at] == end ? 0 : -1;
+}
+
+/* Adds the link "UUID:PARENT_UUID:GENERATION" as a subvolume that has no tree; exits 2 when malformed. */
+static void add_link(struct subvolumes *subvolumes, const char *text) {
+  if (subvolumes->count == subvolumes->capacity) subvolumes->values = grow(subvolumes->values, &subvolumes->capacity, sizeof *subvolumes->values);
+  struct subvolume *link = &subvolumes->values[subvolumes->count];
+  char *end = NULL;
+  if (strlen(text) < 75 || parse_uuid(text, ':', link->uuid) != 0 || parse_uuid(text + 37, ':', link->parent_uuid) != 0) goto malformed;
+  errno = 0;
+  link->otransid = strtoull(text + 74, &end, 10);
+  if (errno != 0 || end == text + 74 || *end != '\0' || link->otransid == 0) goto malformed;
+  link->id = 0;
+  subvolumes->count++;
+  return;
+malformed:
+  fprintf(stderr, "bootenv-changes: not a link UUID:PARENT_UUID:GENERATION: %s\n", text);
+  exit(2);
+}
+
 static const struct subvolume *by_id(const struct subvolumes *subvolumes, uint64_t id) {
   for (size_t i = 0; i < subvolumes->count; i++)
     if (subvolumes->values[i].id == id) return &subvolumes->values[i];
@@ -214,12 +257,14 @@ static const struct subvolume *by_uuid(const struct subvolumes *subvolumes, cons
 
 /*
  * The fork generation of trees `a` and `b` (see the header), or 0 when they
- * have no common ancestor that still has a root item.
+ * have no common ancestor that still has a root item or a link.
  */
-static uint64_t fork_generation(int fd, uint64_t a, uint64_t b) {
+static uint64_t fork_generation(int fd, uint64_t a, uint64_t b, char **links, int link_count) {
   struct subvolumes subvolumes = {0};
   search(fd, BTRFS_ROOT_TREE_OBJECTID, (struct key){BTRFS_FIRST_FREE_OBJECTID, BTRFS_ROOT_ITEM_KEY, 0},
          (struct key){BTRFS_LAST_FREE_OBJECTID, BTRFS_ROOT_ITEM_KEY, UINT64_MAX}, 0, visit_root_item, &subvolumes);
+  /* After the living subvolumes: a UUID still alive is found as itself first. */
+  for (int i = 0; i < link_count; i++) add_link(&subvolumes, links[i]);
   /* Way from a: each subvolume with the smallest creation generation of the snapshots below it on the way. */
   const struct subvolume *way[MAX_CHAIN];
   uint64_t smallest[MAX_CHAIN];
@@ -376,8 +421,8 @@ static void dump_side(int fd, uint64_t tree, uint8_t side, const struct ids *can
 }
 
 int main(int argc, char **argv) {
-  if (argc != 3) {
-    fprintf(stderr, "usage: bootenv-changes A B\n");
+  if (argc < 3) {
+    fprintf(stderr, "usage: bootenv-changes A B [UUID:PARENT_UUID:GENERATION]...\n");
     return 2;
   }
   pid_t parent = getppid();
@@ -393,7 +438,7 @@ int main(int argc, char **argv) {
   int fd_b = open(argv[2], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd_b < 0) die(argv[2]);
   uint64_t tree_a = tree_of(fd_a), tree_b = tree_of(fd_b);
-  uint64_t generation = fork_generation(fd_a, tree_a, tree_b);
+  uint64_t generation = fork_generation(fd_a, tree_a, tree_b, argv + 3, argc - 3);
   if (generation == 0) {
     put_u8('U');
   } else {

@@ -72,6 +72,31 @@ function knownToDpkg(roots: readonly string[], paths: readonly string[]): Set<st
   return known;
 }
 
+/** The report's files are exactly those a full walk of both subvolumes (find, diff -rq) finds different, less what dpkg-query -S knows. */
+async function expectWhatTheWalkFinds(report: DiffReport, subvolumeA: string, subvolumeB: string): Promise<void> {
+  await sandbox().withTopLevel(async (top) => {
+    const rootA = path.join(top, subvolumeA);
+    const rootB = path.join(top, subvolumeB);
+    const a = walk(rootA);
+    const b = walk(rootB);
+    const added = [...b.keys()].filter((file) => !a.has(file));
+    const removed = [...a.keys()].filter((file) => !b.has(file));
+    const changed = new Set([...a.keys()].filter((file) => b.has(file) && a.get(file) !== b.get(file)));
+    const compared = spawnSync('diff', ['-rq', '--no-dereference', rootA, rootB], { encoding: 'utf8', maxBuffer: 1 << 28 });
+    expect(compared.status, compared.stderr).toBe(1);
+    for (const line of compared.stdout.split('\n')) {
+      const match = /^(?:Files|Symbolic links) (\S+) and \S+ differ$/.exec(line);
+      if (match !== null) changed.add(match[1]!.slice(rootA.length));
+    }
+    const outsideDatabase = (file: string) => file !== '/var/lib/dpkg' && !file.startsWith('/var/lib/dpkg/');
+    const known = knownToDpkg([rootA, rootB], [...added, ...removed, ...changed]);
+    const unknown = (files: Iterable<string>) => [...files].filter((file) => outsideDatabase(file) && !known.has(file)).sort();
+    expect(report.files.added.map((change) => change.path)).toEqual(unknown(added));
+    expect(report.files.removed.map((change) => change.path)).toEqual(unknown(removed));
+    expect(report.files.changed.map((change) => change.path)).toEqual(unknown(changed));
+  });
+}
+
 beforeAll(async () => {
   const box = sandbox();
   await box.withTopLevel((top) => installRepositoryInRoot(path.join(top, '@')));
@@ -132,31 +157,11 @@ describe('beadm diff', () => {
 
   it('lists exactly the files a full walk of both trees finds different that dpkg does not know of', async () => {
     const report = await json<DiffReport>(['diff', 'debian-12', made]);
-    await sandbox().withTopLevel(async (top) => {
-      const rootA = path.join(top, FIRST);
-      const rootB = path.join(top, '@bootenv', made);
-      const a = walk(rootA);
-      const b = walk(rootB);
-      const added = [...b.keys()].filter((file) => !a.has(file));
-      const removed = [...a.keys()].filter((file) => !b.has(file));
-      const changed = new Set([...a.keys()].filter((file) => b.has(file) && a.get(file) !== b.get(file)));
-      const compared = spawnSync('diff', ['-rq', '--no-dereference', rootA, rootB], { encoding: 'utf8', maxBuffer: 1 << 28 });
-      expect(compared.status, compared.stderr).toBe(1);
-      for (const line of compared.stdout.split('\n')) {
-        const match = /^(?:Files|Symbolic links) (\S+) and \S+ differ$/.exec(line);
-        if (match !== null) changed.add(match[1]!.slice(rootA.length));
-      }
-      const outsideDatabase = (file: string) => file !== '/var/lib/dpkg' && !file.startsWith('/var/lib/dpkg/');
-      const known = knownToDpkg([rootA, rootB], [...added, ...removed, ...changed]);
-      const unknown = (files: Iterable<string>) => [...files].filter((file) => outsideDatabase(file) && !known.has(file)).sort();
-      expect(report.files.added.map((change) => change.path)).toEqual(unknown(added));
-      expect(report.files.removed.map((change) => change.path)).toEqual(unknown(removed));
-      expect(report.files.changed.map((change) => change.path)).toEqual(unknown(changed));
-      expect(report.files.added.map((change) => change.path)).toEqual(expect.arrayContaining(['/srv/report.txt', '/srv/newdir', '/srv/newdir/sub', '/srv/newdir/sub/data', '/var/lib/bootenv-t-marker/postinst-ran']));
-      expect(report.files.removed.map((change) => change.path)).toContain('/root/.profile');
-      expect(report.files.changed).toEqual(expect.arrayContaining([{ path: '/root/.bashrc', kind: 'file', content: false, metadata: true }, { path: '/etc/hostname', kind: 'file', content: true, metadata: false }]));
-      expect(report.files.changed.map((change) => change.path)).not.toContain('/etc/issue');
-    });
+    await expectWhatTheWalkFinds(report, FIRST, `@bootenv/${made}`);
+    expect(report.files.added.map((change) => change.path)).toEqual(expect.arrayContaining(['/srv/report.txt', '/srv/newdir', '/srv/newdir/sub', '/srv/newdir/sub/data', '/var/lib/bootenv-t-marker/postinst-ran']));
+    expect(report.files.removed.map((change) => change.path)).toContain('/root/.profile');
+    expect(report.files.changed).toEqual(expect.arrayContaining([{ path: '/root/.bashrc', kind: 'file', content: false, metadata: true }, { path: '/etc/hostname', kind: 'file', content: true, metadata: false }]));
+    expect(report.files.changed.map((change) => change.path)).not.toContain('/etc/issue');
   });
 
   it('leaves no subvolume and no mount behind; an unknown or invalid name changes nothing', async () => {
@@ -204,5 +209,21 @@ describe('beadm show', () => {
     expect(story.aptRuns.map((entry) => [...new Set(entry.packages.map((p) => p.package))])).toEqual([['bootenv-t-activator'], ['bootenv-t-trigger']]);
     expect(story.aptRuns.map((entry) => entry.command.at(-1))).toEqual(['bootenv-t-activator', 'bootenv-t-trigger']);
     expect(story.aptRuns.every((entry) => entry.finished !== null)).toBe(true);
+  });
+});
+
+describe('beadm diff after a boot', () => {
+  it('in the booted BE, its carry done and the subvolumes between it and its origin deleted, still reports what a full walk finds', async () => {
+    const booted = await sandbox().boot(`@bootenv/${made}`, ['bash', '-c', 'beadm diff debian-12 --json && btrfs subvolume show / | sed -n "s/^\\s*Parent UUID:\\s*//p"']);
+    expect(booted.exitCode, booted.stderr).toBe(0);
+    const [report, parent] = [JSON.parse(booted.stdout.slice(0, booted.stdout.lastIndexOf('}') + 1)) as DiffReport, booted.stdout.slice(booted.stdout.lastIndexOf('}') + 1).trim()];
+    expect(report.to).toBe(made);
+    // The carry replaced the BE's subvolume with a snapshot of it, and the replaced one and the carry base are gone:
+    // btrfs no longer knows the way to debian-12 (bootenv kept it, src/be/ancestry.ts).
+    const listed = await sandbox().withTopLevel(async (top) => execFileSync('btrfs', ['subvolume', 'list', '-u', top], { encoding: 'utf8' }));
+    expect(parent).toMatch(/^[0-9a-f-]{36}$/);
+    expect(listed).not.toContain(parent);
+    await expectWhatTheWalkFinds(report, FIRST, `@bootenv/${made}`);
+    expect(report.files.added.map((change) => change.path)).toContain('/srv/report.txt');
   });
 });

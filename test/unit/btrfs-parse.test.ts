@@ -33,6 +33,13 @@ describe('parseSubvolumeList', () => {
     expect(parseSubvolumeList(`${line}\n`).map((subvolume) => subvolume.path)).toEqual([path]);
   });
 
+  it('reads the creation generation of `list -c` (cgen, as btrfs-progs 6.2 prints it)', () => {
+    const line = 'ID 259 gen 43 cgen 10 top level 5 parent_uuid 53f7b4c2-16a7-544a-94d1-308c334381cb uuid a3b8b9fc-c0b1-6242-8f7f-e7e3e7455d2a path @bootenv/debian-12';
+    expect(parseSubvolumeList(`${line}\n`)).toEqual([
+      { id: 259, generation: 43, createdGeneration: 10, topLevel: 5, parentUuid: '53f7b4c2-16a7-544a-94d1-308c334381cb', uuid: 'a3b8b9fc-c0b1-6242-8f7f-e7e3e7455d2a', path: '@bootenv/debian-12' },
+    ]);
+  });
+
   it('returns no subvolumes for empty output (a fresh filesystem)', () => {
     expect(parseSubvolumeList('')).toEqual([]);
     expect(parseSubvolumeList('\n  \n')).toEqual([]);
