@@ -8,8 +8,8 @@
  * are upgradable) by a plain apt-get, diverted by bootenv into a new BE.
  * beadm diff is timed inside the booted BE (the sandbox's boot is not part of
  * it); the walk runs on the host over the same two subvolumes.
- * Each measurement starts with the page cache dropped, alternating diff and
- * walk, three rounds; medians are printed with the ratio and its target
+ * Each measurement starts with the deleted subvolumes cleaned and the page
+ * cache dropped, alternating diff and walk, three rounds; medians are printed with the ratio and its target
  * (≤ 0.1). Then the same upgrade again, of the same BE holding besides four
  * copies of its /usr under /srv (data apt does not touch): the walk's cost
  * grows with the root, beadm diff's with what changed. Both report which paths differ; the benchmark also prints how many.
@@ -40,18 +40,29 @@ interface PairResult {
 }
 
 
+/**
+ * Each run starts on a quiet filesystem with nothing cached: the subvolumes
+ * deleted before (the last diff's two snapshots) cleaned by btrfs, whose
+ * cleaner would otherwise read and write beside the next run, then the page
+ * cache dropped.
+ */
+async function quietAndCold(sandbox: Sandbox): Promise<void> {
+  await sandbox.withTopLevel((top) => execa('btrfs', ['subvolume', 'sync', top]));
+  await dropCaches();
+}
+
 /** Alternating cold-cache runs of `beadm diff FROM TO` (timed inside the booted BE) and of the walk over the same two subvolumes. */
 async function measurePair(sandbox: Sandbox, step: Step, to: string): Promise<PairResult> {
   const result: PairResult = { diffRuns: [], walkRuns: [], report: { upgraded: 0, files: 0, packagedChanges: 0 }, walkLines: 0, rootBytes: 0 };
   for (let round = 0; round < ROUNDS; round++) {
-    await dropCaches();
+    await quietAndCold(sandbox);
     // Timed inside the booted BE, as a user's `time beadm diff` would: the sandbox's own boot is not beadm's.
     const output = await step(FIRST, `begun=$(date +%s%N); beadm diff debian-12 ${to} --json >/run/diff.json; ended=$(date +%s%N); echo $((ended - begun)); cat /run/diff.json; rm /run/diff.json`);
     const newline = output.indexOf('\n');
     result.diffRuns.push(Number(output.slice(0, newline)) / 1e9);
     const parsed = JSON.parse(output.slice(newline + 1)) as { packages: { upgraded: unknown[] }; files: Record<string, unknown[]>; packagedChanges: number };
     result.report = { upgraded: parsed.packages.upgraded.length, files: Object.values(parsed.files).reduce((sum, list) => sum + list.length, 0), packagedChanges: parsed.packagedChanges };
-    await dropCaches();
+    await quietAndCold(sandbox);
     result.walkLines = await sandbox.withTopLevel(async (top) => {
       const begun = process.hrtime.bigint();
       const walk = await execa('diff', ['-rq', '--no-dereference', path.join(top, FIRST), path.join(top, '@bootenv', to)], { reject: false, maxBuffer: 1 << 28 });

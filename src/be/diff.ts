@@ -13,7 +13,7 @@
 import { ancestryLinks } from './ancestry.js';
 import { randomUuid } from './random-id.js';
 import path from 'node:path';
-import { parseDpkgStatus } from '../apt/dpkg-status.js';
+import { parseDpkgStatus, type InstalledPackage } from '../apt/dpkg-status.js';
 import { deleteSubvolume, snapshotSubvolume, subvolumeChanges, treeChanges } from '../btrfs/commands.js';
 import type { Subvolume } from '../btrfs/parse.js';
 import type { SubvolumeDelta } from '../btrfs/send-changes.js';
@@ -117,15 +117,29 @@ export async function diffBootEnvironments(from: string, options: DiffOptions = 
     const rootA = path.join(session.top, snapshotA);
     const rootB = path.join(session.top, snapshotB);
 
-    const delta = (await treeChanges(rootA, rootB, ancestryLinks(session.state, session.subvolumes))) ?? (await subvolumeChanges(rootA, rootB));
+    // bootenv-changes reads the trees while the dpkg databases are read here: on a cold cache both wait on the disk.
+    const changes = treeChanges(rootA, rootB, ancestryLinks(session.state, session.subvolumes)).then(
+      (value) => ({ value }),
+      (error: unknown) => ({ error }),
+    );
+    let outcome: { value: SubvolumeDelta | undefined } | { error: unknown } | undefined;
     const aliasesA = await mergedUsrAliases(rootA);
     const aliasesB = await mergedUsrAliases(rootB);
     const resolve = (file: string): string => resolveAliases(resolveAliases(file, aliasesB), aliasesA);
     const known = new Set<string>();
-    await knownPaths(rootA, aliasesA, known);
-    await knownPaths(rootB, aliasesB, known);
-    const packagesA = parseDpkgStatus((await readTextIfExists(path.join(rootA, 'var/lib/dpkg/status'))) ?? '');
-    const packagesB = parseDpkgStatus((await readTextIfExists(path.join(rootB, 'var/lib/dpkg/status'))) ?? '');
+    let packagesA: Map<string, InstalledPackage>;
+    let packagesB: Map<string, InstalledPackage>;
+    try {
+      await knownPaths(rootA, aliasesA, known);
+      await knownPaths(rootB, aliasesB, known);
+      packagesA = parseDpkgStatus((await readTextIfExists(path.join(rootA, 'var/lib/dpkg/status'))) ?? '');
+      packagesB = parseDpkgStatus((await readTextIfExists(path.join(rootB, 'var/lib/dpkg/status'))) ?? '');
+    } finally {
+      // Never delete the snapshots under a helper still reading them.
+      outcome = await changes;
+    }
+    if ('error' in outcome) throw outcome.error;
+    const delta = outcome.value ?? (await subvolumeChanges(rootA, rootB));
     const conffiles = new Set<string>();
     for (const packages of [packagesA, packagesB]) for (const entry of packages.values()) for (const conffile of entry.conffiles) conffiles.add(resolve(conffile.path));
     // dpkg's own files (conffiles aside) are only counted: what btrfs says of them is enough, no lstat or read.

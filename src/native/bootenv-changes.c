@@ -431,6 +431,8 @@ int main(int argc, char **argv) {
   if (getppid() != parent) return 1;
   static char output[1 << 20];
   setvbuf(stdout, output, _IOFBF, sizeof output);
+  /* Room in the pipe too: the reader is busy with the dpkg databases meanwhile (not a pipe, or refused: no matter). */
+  (void)fcntl(STDOUT_FILENO, F_SETPIPE_SZ, 1 << 20);
   search_args = malloc(sizeof *search_args + SEARCH_BUFFER);
   if (search_args == NULL) die("memory");
   int fd_a = open(argv[1], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
