@@ -3,7 +3,8 @@
  * that share an ancestor, read from btrfs's trees without reading file data
  * and without `btrfs send` (whose kernel side resolves and emits every path
  * of every changed inode: 0.9 s for an upgrade of 60 packages). Node cannot
- * issue the tree-search ioctl; this does, and leaves every decision to
+ * issue the tree-search ioctl; this does, drops what is the same on both
+ * sides, and leaves what the rest means (which paths changed, and how) to
  * src/btrfs/tree-changes.ts, its one reader.
  *
  * bootenv-changes A B [UUID:PARENT_UUID:GENERATION]...
@@ -22,12 +23,15 @@
  *   2. The candidates: every inode number with an item in a tree block of
  *      generation >= G, in either tree (TREE_SEARCH_V2 with min_transid,
  *      which skips the subtrees older than that). Neighbours that share such
- *      a block are candidates too: the reader compares, this only gathers.
+ *      a block are candidates too.
  *   3. Of each candidate, in both trees: its inode item (its first 72
  *      bytes: generation, size, owner, mode, rdev, flags), inode refs and
  *      extrefs and directory index entries as they are, and a hash of its
  *      file extent items (keys and items: where each extent lies, or the
  *      data of an inline one) and one of its xattrs (names and values).
+ *      A candidate that is the same on both sides (a neighbour in a new
+ *      block, or written back as it was) is left out, and so are the
+ *      entries a directory has on both: the reader gets what differs.
  *   4. The path of every directory those items name (a ref's parent, a
  *      candidate that is a directory) in its tree (INO_LOOKUP).
  *
@@ -305,15 +309,6 @@ static void put_u8(uint8_t value) { put(&value, 1); }
 static void put_u32(uint32_t value) { value = htole32(value); put(&value, 4); }
 static void put_u64(uint64_t value) { value = htole64(value); put(&value, 8); }
 
-struct dump {
-  uint8_t side;
-  const struct ids *candidates;
-  struct ids *directories;
-  /* The inode whose extents and xattrs are being hashed, and the hashes so far. */
-  uint64_t objectid;
-  uint64_t extents, xattrs;
-};
-
 #define INODE_PREFIX 72
 #define FNV_OFFSET 14695981039346656037ULL
 #define FNV_PRIME 1099511628211ULL
@@ -324,31 +319,45 @@ static uint64_t fnv(uint64_t hash, const void *bytes, size_t length) {
   return hash;
 }
 
-/* The 'H' record of the inode hashed so far, if any. */
-static void flush_hashes(struct dump *dump) {
-  if (dump->objectid == 0) return;
-  put_u8('H');
-  put_u8(dump->side);
-  put_u64(dump->objectid);
-  put_u64(dump->extents);
-  put_u64(dump->xattrs);
-  dump->objectid = 0;
-}
+/* An item kept for comparing: its key and where its (trimmed) data lies in the side's arena. */
+struct record {
+  uint64_t objectid, offset;
+  uint8_t type;
+  uint32_t length;
+  size_t data;
+  /* A directory entry's hash (name, location, file type), and whether the other side has the same one. */
+  uint64_t entry;
+  int common;
+};
 
-static void visit_dump(void *context, const struct btrfs_ioctl_search_header *header, const uint8_t *data) {
-  struct dump *dump = context;
+struct hashes {
+  uint64_t objectid, extents, xattrs;
+};
+
+/* What one side holds of the candidates of one range, in key order. */
+struct side {
+  const struct ids *candidates;
+  struct record *records;
+  size_t count, capacity;
+  uint8_t *arena;
+  size_t used, size;
+  struct hashes *hashes;
+  size_t hash_count, hash_capacity;
+};
+
+static void visit_collect(void *context, const struct btrfs_ioctl_search_header *header, const uint8_t *data) {
+  struct side *side = context;
   uint8_t type = (uint8_t)header->type;
-  if (!has_id(dump->candidates, header->objectid)) return;
-  if (header->objectid != dump->objectid) {
-    flush_hashes(dump);
-    dump->objectid = header->objectid;
-    dump->extents = FNV_OFFSET;
-    dump->xattrs = FNV_OFFSET;
+  if (!has_id(side->candidates, header->objectid)) return;
+  if (side->hash_count == 0 || side->hashes[side->hash_count - 1].objectid != header->objectid) {
+    if (side->hash_count == side->hash_capacity) side->hashes = grow(side->hashes, &side->hash_capacity, sizeof *side->hashes);
+    side->hashes[side->hash_count++] = (struct hashes){header->objectid, FNV_OFFSET, FNV_OFFSET};
   }
+  struct hashes *hashes = &side->hashes[side->hash_count - 1];
   if (type == BTRFS_EXTENT_DATA_KEY) {
     /* Extents are compared, not read: their keys and items (data inline in small files) are hashed. */
     uint64_t offset = htole64(header->offset);
-    dump->extents = fnv(fnv(dump->extents, &offset, 8), data, header->len);
+    hashes->extents = fnv(fnv(hashes->extents, &offset, 8), data, header->len);
     return;
   }
   if (type == BTRFS_XATTR_ITEM_KEY) {
@@ -357,53 +366,163 @@ static void visit_dump(void *context, const struct btrfs_ioctl_search_header *he
       const struct btrfs_dir_item *item = (const void *)(data + at);
       size_t length = (size_t)le16toh(item->name_len) + le16toh(item->data_len);
       if (at + sizeof *item + length > header->len) break;
-      dump->xattrs = fnv(fnv(dump->xattrs, &item->name_len, 2), data + at + sizeof *item, length);
+      hashes->xattrs = fnv(fnv(hashes->xattrs, &item->name_len, 2), data + at + sizeof *item, length);
       at += sizeof *item + length;
     }
     return;
   }
   if (type != BTRFS_INODE_ITEM_KEY && type != BTRFS_INODE_REF_KEY && type != BTRFS_INODE_EXTREF_KEY && type != BTRFS_DIR_INDEX_KEY) return;
-  put_u8('I');
-  put_u8(dump->side);
-  put_u64(header->objectid);
-  put_u8(type);
-  put_u64(header->offset);
   /* Of an inode item, only what the reader compares: generation to flags (72 bytes). */
   uint32_t length = type == BTRFS_INODE_ITEM_KEY && header->len > INODE_PREFIX ? INODE_PREFIX : header->len;
-  put_u32(length);
-  put(data, length);
-  /* The directories whose paths the reader needs: each ref's parent, and each candidate directory. */
-  if (type == BTRFS_INODE_REF_KEY) {
-    add_id(dump->directories, header->offset);
-  } else if (type == BTRFS_INODE_EXTREF_KEY) {
-    for (size_t at = 0; at + sizeof(struct btrfs_inode_extref) <= header->len;) {
-      const struct btrfs_inode_extref *ref = (const void *)(data + at);
-      add_id(dump->directories, le64toh(ref->parent_objectid));
-      at += sizeof *ref + le16toh(ref->name_len);
+  if (type == BTRFS_INODE_ITEM_KEY && length < INODE_PREFIX) return;
+  if (type == BTRFS_DIR_INDEX_KEY && length < sizeof(struct btrfs_dir_item)) return;
+  while (side->used + length > side->size) {
+    side->size = side->size == 0 ? 1 << 20 : side->size * 2;
+    side->arena = realloc(side->arena, side->size);
+    if (side->arena == NULL) die("memory");
+  }
+  memcpy(side->arena + side->used, data, length);
+  uint64_t entry = 0;
+  if (type == BTRFS_DIR_INDEX_KEY) {
+    /* An entry is its name, what it names and its file type; not its index or the generation it was made in. */
+    const struct btrfs_dir_item *item = (const void *)data;
+    size_t name = le16toh(item->name_len);
+    if (sizeof *item + name > length) return;
+    entry = fnv(fnv(fnv(FNV_OFFSET, &item->location, sizeof item->location), &item->type, 1), data + sizeof *item, name);
+  }
+  if (side->count == side->capacity) side->records = grow(side->records, &side->capacity, sizeof *side->records);
+  side->records[side->count++] = (struct record){header->objectid, header->offset, type, length, side->used, entry, 0};
+  side->used += length;
+}
+
+static void clear_side(struct side *side) {
+  side->count = 0;
+  side->used = 0;
+  side->hash_count = 0;
+}
+
+/* The records of `objectid` from *at on, and the hashes of it (or none); moves *at past them. */
+static size_t records_of(const struct side *side, uint64_t objectid, size_t *at, const struct hashes **hashes, size_t *hash_at) {
+  size_t begin = *at;
+  while (*at < side->count && side->records[*at].objectid == objectid) (*at)++;
+  *hashes = NULL;
+  while (*hash_at < side->hash_count && side->hashes[*hash_at].objectid < objectid) (*hash_at)++;
+  if (*hash_at < side->hash_count && side->hashes[*hash_at].objectid == objectid) *hashes = &side->hashes[*hash_at];
+  return begin;
+}
+
+static int compare_entries(const void *a, const void *b) {
+  const struct record *x = *(struct record *const *)a, *y = *(struct record *const *)b;
+  return x->entry < y->entry ? -1 : x->entry > y->entry;
+}
+
+/* Marks the directory entries of [a, a_end) and [b, b_end) that the other side has as well. */
+static void mark_common_entries(struct side *a, size_t a_begin, size_t a_end, struct side *b, size_t b_begin, size_t b_end) {
+  size_t count_a = 0, count_b = 0;
+  for (size_t i = a_begin; i < a_end; i++) count_a += a->records[i].type == BTRFS_DIR_INDEX_KEY;
+  for (size_t i = b_begin; i < b_end; i++) count_b += b->records[i].type == BTRFS_DIR_INDEX_KEY;
+  if (count_a == 0 || count_b == 0) return;
+  struct record **list_a = malloc(count_a * sizeof *list_a), **list_b = malloc(count_b * sizeof *list_b);
+  if (list_a == NULL || list_b == NULL) die("memory");
+  count_a = count_b = 0;
+  for (size_t i = a_begin; i < a_end; i++) if (a->records[i].type == BTRFS_DIR_INDEX_KEY) list_a[count_a++] = &a->records[i];
+  for (size_t i = b_begin; i < b_end; i++) if (b->records[i].type == BTRFS_DIR_INDEX_KEY) list_b[count_b++] = &b->records[i];
+  qsort(list_a, count_a, sizeof *list_a, compare_entries);
+  qsort(list_b, count_b, sizeof *list_b, compare_entries);
+  for (size_t i = 0, j = 0; i < count_a && j < count_b;) {
+    if (list_a[i]->entry < list_b[j]->entry) {
+      i++;
+    } else if (list_a[i]->entry > list_b[j]->entry) {
+      j++;
+    } else {
+      const struct btrfs_dir_item *x = (const void *)(a->arena + list_a[i]->data), *y = (const void *)(b->arena + list_b[j]->data);
+      size_t name = le16toh(x->name_len);
+      /* Equal hashes, and the bytes agree: the same entry. */
+      if (memcmp(&x->location, &y->location, sizeof x->location) == 0 && x->type == y->type && name == le16toh(y->name_len) &&
+          memcmp(x + 1, y + 1, name) == 0) {
+        list_a[i]->common = list_b[j]->common = 1;
+      }
+      i++;
+      j++;
     }
-  } else if (type == BTRFS_INODE_ITEM_KEY && header->len >= sizeof(struct btrfs_inode_item)) {
-    const struct btrfs_inode_item *inode = (const void *)data;
-    if (S_ISDIR(le32toh(inode->mode))) add_id(dump->directories, header->objectid);
+  }
+  free(list_a);
+  free(list_b);
+}
+
+/* Whether the records (entries aside) and hashes of one inode are the same on both sides, the inode item by what the reader compares. */
+static int same_inode(const struct side *a, size_t a_begin, size_t a_end, const struct hashes *hashes_a, const struct side *b, size_t b_begin, size_t b_end,
+                      const struct hashes *hashes_b) {
+  if ((hashes_a == NULL) != (hashes_b == NULL)) return 0;
+  if (hashes_a != NULL && (hashes_a->extents != hashes_b->extents || hashes_a->xattrs != hashes_b->xattrs)) return 0;
+  size_t i = a_begin, j = b_begin;
+  for (;;) {
+    while (i < a_end && a->records[i].type == BTRFS_DIR_INDEX_KEY) {
+      if (!a->records[i].common) return 0;
+      i++;
+    }
+    while (j < b_end && b->records[j].type == BTRFS_DIR_INDEX_KEY) {
+      if (!b->records[j].common) return 0;
+      j++;
+    }
+    if (i == a_end || j == b_end) return i == a_end && j == b_end;
+    const struct record *x = &a->records[i], *y = &b->records[j];
+    if (x->type != y->type || x->offset != y->offset || x->length != y->length) return 0;
+    const uint8_t *p = a->arena + x->data, *q = b->arena + y->data;
+    if (x->type == BTRFS_INODE_ITEM_KEY) {
+      /* generation, size; uid, gid, mode, rdev, flags (not transid, nbytes, block group or link count). */
+      if (memcmp(p, q, 8) != 0 || memcmp(p + 16, q + 16, 8) != 0 || memcmp(p + 44, q + 44, INODE_PREFIX - 44) != 0) return 0;
+    } else if (memcmp(p, q, x->length) != 0) {
+      return 0;
+    }
+    i++;
+    j++;
   }
 }
 
-/* Every compared item of every candidate in `tree`, then the paths of the directories they name. */
-static void dump_side(int fd, uint64_t tree, uint8_t side, const struct ids *candidates) {
-  struct ids directories = {0};
-  struct dump dump = {side, candidates, &directories, 0, 0, 0};
-  for (size_t i = 0; i < candidates->count;) {
-    size_t j = i;
-    while (j + 1 < candidates->count && candidates->values[j + 1] - candidates->values[j] <= RANGE_GAP) j++;
-    search(fd, tree, (struct key){candidates->values[i], 0, 0}, (struct key){candidates->values[j], UINT8_MAX, UINT64_MAX}, 0, visit_dump, &dump);
-    i = j + 1;
+/* Writes what one side holds of one inode that differs (entries only where the other side has not the same), and notes the directories it names. */
+static void emit_inode(const struct side *side, uint8_t number, uint64_t objectid, size_t begin, size_t end, const struct hashes *hashes, struct ids *directories) {
+  for (size_t i = begin; i < end; i++) {
+    const struct record *record = &side->records[i];
+    if (record->type == BTRFS_DIR_INDEX_KEY && record->common) continue;
+    const uint8_t *data = side->arena + record->data;
+    put_u8('I');
+    put_u8(number);
+    put_u64(objectid);
+    put_u8(record->type);
+    put_u64(record->offset);
+    put_u32(record->length);
+    put(data, record->length);
+    /* The directories whose paths the reader needs: each ref's parent, and each directory written. */
+    if (record->type == BTRFS_INODE_REF_KEY) {
+      add_id(directories, record->offset);
+    } else if (record->type == BTRFS_INODE_EXTREF_KEY) {
+      for (size_t at = 0; at + sizeof(struct btrfs_inode_extref) <= record->length;) {
+        const struct btrfs_inode_extref *ref = (const void *)(data + at);
+        add_id(directories, le64toh(ref->parent_objectid));
+        at += sizeof *ref + le16toh(ref->name_len);
+      }
+    } else if (record->type == BTRFS_INODE_ITEM_KEY) {
+      const struct btrfs_inode_item *inode = (const void *)data;
+      if (S_ISDIR(le32toh(inode->mode))) add_id(directories, objectid);
+    }
   }
-  flush_hashes(&dump);
-  sort_unique(&directories);
-  for (size_t i = 0; i < directories.count; i++) {
+  if (hashes == NULL) return;
+  put_u8('H');
+  put_u8(number);
+  put_u64(objectid);
+  put_u64(hashes->extents);
+  put_u64(hashes->xattrs);
+}
+
+/* The 'P' records of `directories` in `tree`. */
+static void put_paths(int fd, uint64_t tree, uint8_t number, struct ids *directories) {
+  sort_unique(directories);
+  for (size_t i = 0; i < directories->count; i++) {
     struct btrfs_ioctl_ino_lookup_args args;
     memset(&args, 0, sizeof args);
     args.treeid = tree;
-    args.objectid = directories.values[i];
+    args.objectid = directories->values[i];
     if (ioctl(fd, BTRFS_IOC_INO_LOOKUP, &args) != 0) {
       /* A ref's parent that this tree does not hold (a subvolume's own "..") has no path here. */
       if (errno == ENOENT) continue;
@@ -412,12 +531,53 @@ static void dump_side(int fd, uint64_t tree, uint8_t side, const struct ids *can
     size_t length = strnlen(args.name, sizeof args.name);
     if (length > 0 && args.name[length - 1] == '/') length--;
     put_u8('P');
-    put_u8(side);
-    put_u64(directories.values[i]);
+    put_u8(number);
+    put_u64(directories->values[i]);
     put_u32((uint32_t)length);
     put(args.name, length);
   }
-  free(directories.values);
+}
+
+/*
+ * For each range of candidates, what both sides hold of them, compared inode
+ * by inode: an inode the same on both sides (a neighbour in a new block, or
+ * written back as it was) is left out, and so are the entries a directory
+ * has on both; the rest is written, then the paths of the directories named.
+ */
+static void dump(int fd_a, uint64_t tree_a, int fd_b, uint64_t tree_b, const struct ids *candidates) {
+  struct side a = {.candidates = candidates}, b = {.candidates = candidates};
+  struct ids directories_a = {0}, directories_b = {0};
+  for (size_t i = 0; i < candidates->count;) {
+    size_t j = i;
+    while (j + 1 < candidates->count && candidates->values[j + 1] - candidates->values[j] <= RANGE_GAP) j++;
+    struct key low = {candidates->values[i], 0, 0}, high = {candidates->values[j], UINT8_MAX, UINT64_MAX};
+    clear_side(&a);
+    clear_side(&b);
+    search(fd_a, tree_a, low, high, 0, visit_collect, &a);
+    search(fd_b, tree_b, low, high, 0, visit_collect, &b);
+    size_t at_a = 0, at_b = 0, hash_a = 0, hash_b = 0;
+    for (size_t k = i; k <= j; k++) {
+      uint64_t objectid = candidates->values[k];
+      const struct hashes *hashes_a, *hashes_b;
+      size_t begin_a = records_of(&a, objectid, &at_a, &hashes_a, &hash_a);
+      size_t begin_b = records_of(&b, objectid, &at_b, &hashes_b, &hash_b);
+      mark_common_entries(&a, begin_a, at_a, &b, begin_b, at_b);
+      if (same_inode(&a, begin_a, at_a, hashes_a, &b, begin_b, at_b, hashes_b)) continue;
+      emit_inode(&a, 0, objectid, begin_a, at_a, hashes_a, &directories_a);
+      emit_inode(&b, 1, objectid, begin_b, at_b, hashes_b, &directories_b);
+    }
+    i = j + 1;
+  }
+  put_paths(fd_a, tree_a, 0, &directories_a);
+  put_paths(fd_b, tree_b, 1, &directories_b);
+  free(a.records);
+  free(a.arena);
+  free(a.hashes);
+  free(b.records);
+  free(b.arena);
+  free(b.hashes);
+  free(directories_a.values);
+  free(directories_b.values);
 }
 
 int main(int argc, char **argv) {
@@ -451,8 +611,7 @@ int main(int argc, char **argv) {
     search(fd_a, tree_a, first, last, generation, visit_candidate, &candidates);
     search(fd_b, tree_b, first, last, generation, visit_candidate, &candidates);
     sort_unique(&candidates);
-    dump_side(fd_a, tree_a, 0, &candidates);
-    dump_side(fd_b, tree_b, 1, &candidates);
+    dump(fd_a, tree_a, fd_b, tree_b, &candidates);
     free(candidates.values);
     put_u8('E');
   }
