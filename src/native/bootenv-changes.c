@@ -57,6 +57,7 @@
 #include <fcntl.h>
 #include <linux/btrfs.h>
 #include <linux/btrfs_tree.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -70,6 +71,10 @@
 #define SEARCH_BUFFER (1024 * 1024)
 /* Candidates this close together are fetched by one search (the inodes between are dropped). */
 #define RANGE_GAP 16
+/* Step 2 searches the new blocks of both trees in this many pieces of inode numbers each, on this many threads: on a
+ * cold cache the reads wait on the disk, and several can wait together. */
+#define PIECES 16
+#define THREADS 4
 /* Longest parent chain followed: a loop in corrupt parent UUIDs must not hang us. */
 #define MAX_CHAIN 4096
 
@@ -96,11 +101,18 @@ struct subvolumes {
   size_t count, capacity;
 };
 
-static struct btrfs_ioctl_search_args_v2 *search_args;
+/* Each thread's own buffer for the search ioctl. */
+static __thread struct btrfs_ioctl_search_args_v2 *search_args;
+
 
 static void die(const char *what) {
   fprintf(stderr, "bootenv-changes: %s: %s\n", what, strerror(errno));
   exit(1);
+}
+
+static void need_search_args(void) {
+  if (search_args == NULL) search_args = malloc(sizeof *search_args + SEARCH_BUFFER);
+  if (search_args == NULL) die("memory");
 }
 
 static void *grow(void *values, size_t *capacity, size_t size) {
@@ -301,7 +313,116 @@ static void visit_candidate(void *context, const struct btrfs_ioctl_search_heade
   if (is_inode_number(header->objectid)) add_id(context, header->objectid);
 }
 
+static void visit_first(void *context, const struct btrfs_ioctl_search_header *header, const uint8_t *data) {
+  (void)data;
+  uint64_t *found = context;
+  if (*found == 0) *found = header->objectid;
+}
+
+/* The smallest inode number at or above `from` that has an item in `tree`, or 0. */
+static uint64_t first_inode_from(int fd, uint64_t tree, uint64_t from) {
+  uint64_t found = 0;
+  struct btrfs_ioctl_search_key *key = &search_args->key;
+  memset(key, 0, sizeof *key);
+  key->tree_id = tree;
+  key->min_objectid = from;
+  key->max_objectid = BTRFS_LAST_FREE_OBJECTID;
+  key->max_type = UINT8_MAX;
+  key->max_offset = UINT64_MAX;
+  key->max_transid = UINT64_MAX;
+  key->nr_items = 1;
+  search_args->buf_size = SEARCH_BUFFER;
+  if (ioctl(fd, BTRFS_IOC_TREE_SEARCH_V2, search_args) != 0) die("tree search");
+  if (key->nr_items == 1) visit_first(&found, (const void *)search_args->buf, NULL);
+  return found;
+}
+
+/* The largest inode number in `tree` (probing upwards by halves: each probe is one walk down the tree). */
+static uint64_t last_inode(int fd, uint64_t tree) {
+  uint64_t low = BTRFS_FIRST_FREE_OBJECTID, high = BTRFS_LAST_FREE_OBJECTID;
+  while (low < high) {
+    uint64_t middle = low + (high - low) / 2 + 1;
+    uint64_t found = first_inode_from(fd, tree, middle);
+    if (found == 0) high = middle - 1;
+    else low = found;
+  }
+  return low;
+}
+
+struct piece {
+  int fd;
+  uint64_t tree, min_transid;
+  struct key low, high;
+  struct ids found;
+};
+
+struct pieces {
+  struct piece *values;
+  size_t count, next;
+  pthread_mutex_t lock;
+};
+
+static void *search_pieces(void *context) {
+  struct pieces *pieces = context;
+  need_search_args();
+  for (;;) {
+    pthread_mutex_lock(&pieces->lock);
+    size_t at = pieces->next++;
+    pthread_mutex_unlock(&pieces->lock);
+    if (at >= pieces->count) break;
+    struct piece *piece = &pieces->values[at];
+    search(piece->fd, piece->tree, piece->low, piece->high, piece->min_transid, visit_candidate, &piece->found);
+  }
+  free(search_args);
+  search_args = NULL;
+  return NULL;
+}
+
+/* The candidates (see the header): both trees' new blocks, searched in PIECES ranges of inode numbers each, on THREADS threads. */
+static void find_candidates(int fd_a, uint64_t tree_a, int fd_b, uint64_t tree_b, uint64_t generation, struct ids *candidates) {
+  struct piece values[2 * PIECES];
+  struct pieces pieces = {values, 0, 0, PTHREAD_MUTEX_INITIALIZER};
+  const int fds[2] = {fd_a, fd_b};
+  const uint64_t trees[2] = {tree_a, tree_b};
+  for (int side = 0; side < 2; side++) {
+    uint64_t last = last_inode(fds[side], trees[side]);
+    uint64_t span = (last - BTRFS_FIRST_FREE_OBJECTID) / PIECES + 1;
+    for (int k = 0; k < PIECES; k++) {
+      uint64_t low = BTRFS_FIRST_FREE_OBJECTID + (uint64_t)k * span;
+      uint64_t high = k == PIECES - 1 ? BTRFS_LAST_FREE_OBJECTID : low + span - 1;
+      values[pieces.count++] = (struct piece){fds[side], trees[side], generation, {low, 0, 0}, {high, UINT8_MAX, UINT64_MAX}, {0}};
+    }
+  }
+  pthread_t threads[THREADS];
+  for (int i = 0; i < THREADS; i++)
+    if (pthread_create(&threads[i], NULL, search_pieces, &pieces) != 0) die("thread");
+  for (int i = 0; i < THREADS; i++) pthread_join(threads[i], NULL);
+  for (size_t i = 0; i < pieces.count; i++) {
+    for (size_t j = 0; j < values[i].found.count; j++) add_id(candidates, values[i].found.values[j]);
+    free(values[i].found.values);
+  }
+  sort_unique(candidates);
+}
+
+struct bytes {
+  uint8_t *data;
+  size_t used, size;
+};
+
+/* Where a worker thread writes its records (written out in order when all are done); stdout when NULL. */
+static __thread struct bytes *sink;
+
 static void put(const void *bytes, size_t length) {
+  if (sink != NULL) {
+    while (sink->used + length > sink->size) {
+      sink->size = sink->size == 0 ? 1 << 16 : sink->size * 2;
+      sink->data = realloc(sink->data, sink->size);
+      if (sink->data == NULL) die("memory");
+    }
+    memcpy(sink->data + sink->used, bytes, length);
+    sink->used += length;
+    return;
+  }
   if (length > 0 && fwrite(bytes, 1, length, stdout) != length) die("stdout");
 }
 
@@ -538,46 +659,115 @@ static void put_paths(int fd, uint64_t tree, uint8_t number, struct ids *directo
   }
 }
 
-/*
- * For each range of candidates, what both sides hold of them, compared inode
- * by inode: an inode the same on both sides (a neighbour in a new block, or
- * written back as it was) is left out, and so are the entries a directory
- * has on both; the rest is written, then the paths of the directories named.
- */
-static void dump(int fd_a, uint64_t tree_a, int fd_b, uint64_t tree_b, const struct ids *candidates) {
+/* Ranges of candidates are at most this long, so that the threads share the work. */
+#define RANGE_MAX 512
+
+/* One range of candidates (indexes into the candidates) and what was written of it. */
+struct range {
+  size_t first, last;
+  struct bytes output;
+};
+
+struct dump_work {
+  int fd_a, fd_b;
+  uint64_t tree_a, tree_b;
+  const struct ids *candidates;
+  struct range *ranges;
+  size_t count, next;
+  pthread_mutex_t lock;
+  /* The directories each thread's records name, on each side. */
+  struct ids directories[THREADS][2];
+  int threads;
+};
+
+struct worker {
+  struct dump_work *work;
+  int number;
+};
+
+static void *dump_ranges(void *context) {
+  struct worker *worker = context;
+  struct dump_work *work = worker->work;
+  const struct ids *candidates = work->candidates;
   struct side a = {.candidates = candidates}, b = {.candidates = candidates};
-  struct ids directories_a = {0}, directories_b = {0};
-  for (size_t i = 0; i < candidates->count;) {
-    size_t j = i;
-    while (j + 1 < candidates->count && candidates->values[j + 1] - candidates->values[j] <= RANGE_GAP) j++;
-    struct key low = {candidates->values[i], 0, 0}, high = {candidates->values[j], UINT8_MAX, UINT64_MAX};
+  struct ids *directories = work->directories[worker->number];
+  need_search_args();
+  for (;;) {
+    pthread_mutex_lock(&work->lock);
+    size_t at = work->next++;
+    pthread_mutex_unlock(&work->lock);
+    if (at >= work->count) break;
+    struct range *range = &work->ranges[at];
+    sink = &range->output;
+    struct key low = {candidates->values[range->first], 0, 0}, high = {candidates->values[range->last], UINT8_MAX, UINT64_MAX};
     clear_side(&a);
     clear_side(&b);
-    search(fd_a, tree_a, low, high, 0, visit_collect, &a);
-    search(fd_b, tree_b, low, high, 0, visit_collect, &b);
+    search(work->fd_a, work->tree_a, low, high, 0, visit_collect, &a);
+    search(work->fd_b, work->tree_b, low, high, 0, visit_collect, &b);
     size_t at_a = 0, at_b = 0, hash_a = 0, hash_b = 0;
-    for (size_t k = i; k <= j; k++) {
+    for (size_t k = range->first; k <= range->last; k++) {
       uint64_t objectid = candidates->values[k];
       const struct hashes *hashes_a, *hashes_b;
       size_t begin_a = records_of(&a, objectid, &at_a, &hashes_a, &hash_a);
       size_t begin_b = records_of(&b, objectid, &at_b, &hashes_b, &hash_b);
       mark_common_entries(&a, begin_a, at_a, &b, begin_b, at_b);
       if (same_inode(&a, begin_a, at_a, hashes_a, &b, begin_b, at_b, hashes_b)) continue;
-      emit_inode(&a, 0, objectid, begin_a, at_a, hashes_a, &directories_a);
-      emit_inode(&b, 1, objectid, begin_b, at_b, hashes_b, &directories_b);
+      emit_inode(&a, 0, objectid, begin_a, at_a, hashes_a, &directories[0]);
+      emit_inode(&b, 1, objectid, begin_b, at_b, hashes_b, &directories[1]);
     }
-    i = j + 1;
+    sink = NULL;
   }
-  put_paths(fd_a, tree_a, 0, &directories_a);
-  put_paths(fd_b, tree_b, 1, &directories_b);
   free(a.records);
   free(a.arena);
   free(a.hashes);
   free(b.records);
   free(b.arena);
   free(b.hashes);
-  free(directories_a.values);
-  free(directories_b.values);
+  free(search_args);
+  search_args = NULL;
+  return NULL;
+}
+
+/*
+ * For each range of candidates, what both sides hold of them, compared inode
+ * by inode: an inode the same on both sides (a neighbour in a new block, or
+ * written back as it was) is left out, and so are the entries a directory
+ * has on both; the rest is written, in order, then the paths of the
+ * directories named. The ranges go to THREADS threads.
+ */
+static void dump(int fd_a, uint64_t tree_a, int fd_b, uint64_t tree_b, const struct ids *candidates) {
+  struct dump_work work = {fd_a, fd_b, tree_a, tree_b, candidates, NULL, 0, 0, PTHREAD_MUTEX_INITIALIZER, {{{0}}}, THREADS};
+  size_t capacity = 0;
+  for (size_t i = 0; i < candidates->count;) {
+    size_t j = i;
+    while (j + 1 < candidates->count && j + 1 - i < RANGE_MAX && candidates->values[j + 1] - candidates->values[j] <= RANGE_GAP) j++;
+    if (work.count == capacity) work.ranges = grow(work.ranges, &capacity, sizeof *work.ranges);
+    work.ranges[work.count++] = (struct range){i, j, {NULL, 0, 0}};
+    i = j + 1;
+  }
+  pthread_t threads[THREADS];
+  struct worker workers[THREADS];
+  for (int i = 0; i < THREADS; i++) {
+    workers[i] = (struct worker){&work, i};
+    if (pthread_create(&threads[i], NULL, dump_ranges, &workers[i]) != 0) die("thread");
+  }
+  for (int i = 0; i < THREADS; i++) pthread_join(threads[i], NULL);
+  struct ids directories[2] = {{0}, {0}};
+  for (size_t i = 0; i < work.count; i++) {
+    put(work.ranges[i].output.data, work.ranges[i].output.used);
+    free(work.ranges[i].output.data);
+  }
+  for (int i = 0; i < THREADS; i++) {
+    for (int side = 0; side < 2; side++) {
+      for (size_t k = 0; k < work.directories[i][side].count; k++) add_id(&directories[side], work.directories[i][side].values[k]);
+      free(work.directories[i][side].values);
+    }
+  }
+  put_paths(fd_a, tree_a, 0, &directories[0]);
+  put_paths(fd_b, tree_b, 1, &directories[1]);
+  free(work.ranges);
+  free(directories[0].values);
+  free(directories[1].values);
 }
 
 int main(int argc, char **argv) {
@@ -593,8 +783,7 @@ int main(int argc, char **argv) {
   setvbuf(stdout, output, _IOFBF, sizeof output);
   /* Room in the pipe too: the reader is busy with the dpkg databases meanwhile (not a pipe, or refused: no matter). */
   (void)fcntl(STDOUT_FILENO, F_SETPIPE_SZ, 1 << 20);
-  search_args = malloc(sizeof *search_args + SEARCH_BUFFER);
-  if (search_args == NULL) die("memory");
+  need_search_args();
   int fd_a = open(argv[1], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd_a < 0) die(argv[1]);
   int fd_b = open(argv[2], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -607,10 +796,7 @@ int main(int argc, char **argv) {
     put_u8('G');
     put_u64(generation);
     struct ids candidates = {0};
-    struct key first = {0, 0, 0}, last = {UINT64_MAX, UINT8_MAX, UINT64_MAX};
-    search(fd_a, tree_a, first, last, generation, visit_candidate, &candidates);
-    search(fd_b, tree_b, first, last, generation, visit_candidate, &candidates);
-    sort_unique(&candidates);
+    find_candidates(fd_a, tree_a, fd_b, tree_b, generation, &candidates);
     dump(fd_a, tree_a, fd_b, tree_b, &candidates);
     free(candidates.values);
     put_u8('E');
