@@ -104,7 +104,6 @@ struct subvolumes {
 /* Each thread's own buffer for the search ioctl. */
 static __thread struct btrfs_ioctl_search_args_v2 *search_args;
 
-
 static void die(const char *what) {
   fprintf(stderr, "bootenv-changes: %s: %s\n", what, strerror(errno));
   exit(1);
