@@ -60,7 +60,7 @@ function subtree(root: string, relative: string, into: Set<string>): void {
 }
 
 /** The paths btrfs names as possibly different (byte strings, relative), moved directories' subtrees on both sides and removed ones' included. */
-function candidatePaths(delta: SubvolumeDelta, rootA: string, rootB: string): Set<string> {
+export function candidatePaths(delta: SubvolumeDelta, rootA: string, rootB: string): Set<string> {
   const paths = new Set<string>([...delta.changed.keys(), ...delta.vacated]);
   for (const directory of delta.removedDirectories ?? []) subtree(rootA, directory, paths);
   for (const { from, to } of delta.moved) {

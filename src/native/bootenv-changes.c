@@ -361,14 +361,18 @@ struct pieces {
   pthread_mutex_t lock;
 };
 
+/* The next piece of work of a queue the threads share: its index, or `count` and more when none is left. */
+static size_t take(pthread_mutex_t *lock, size_t *next) {
+  pthread_mutex_lock(lock);
+  size_t at = (*next)++;
+  pthread_mutex_unlock(lock);
+  return at;
+}
+
 static void *search_pieces(void *context) {
   struct pieces *pieces = context;
   need_search_args();
-  for (;;) {
-    pthread_mutex_lock(&pieces->lock);
-    size_t at = pieces->next++;
-    pthread_mutex_unlock(&pieces->lock);
-    if (at >= pieces->count) break;
+  for (size_t at; (at = take(&pieces->lock, &pieces->next)) < pieces->count;) {
     struct piece *piece = &pieces->values[at];
     search(piece->fd, piece->tree, piece->low, piece->high, piece->min_transid, visit_candidate, &piece->found);
   }
@@ -691,11 +695,7 @@ static void *dump_ranges(void *context) {
   struct side a = {.candidates = candidates}, b = {.candidates = candidates};
   struct ids *directories = work->directories[worker->number];
   need_search_args();
-  for (;;) {
-    pthread_mutex_lock(&work->lock);
-    size_t at = work->next++;
-    pthread_mutex_unlock(&work->lock);
-    if (at >= work->count) break;
+  for (size_t at; (at = take(&work->lock, &work->next)) < work->count;) {
     struct range *range = &work->ranges[at];
     sink = &range->output;
     struct key low = {candidates->values[range->first], 0, 0}, high = {candidates->values[range->last], UINT8_MAX, UINT64_MAX};

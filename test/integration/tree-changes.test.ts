@@ -7,31 +7,20 @@
 // what it learns of each must be the same either way. Two snapshots of one subvolume taken at
 // different times compare too; subvolumes with no common ancestor (or whose ancestor was
 // deleted) get no answer, so that beadm diff asks send.
-import { appendFileSync, chmodSync, chownSync, linkSync, lstatSync, mkdirSync, readdirSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, chownSync, linkSync, lstatSync, mkdirSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
+import { candidatePaths } from '../../src/be/diff.js';
 import { subvolumeChanges, treeChanges } from '../../src/btrfs/commands.js';
 import type { SubvolumeDelta } from '../../src/btrfs/send-changes.js';
 import { withScratchBtrfs } from '../harness/btrfs-image.js';
 
 const HELPER = path.resolve('dist/bootenv-changes');
 
-function walk(root: string, relative: string, into: Set<string>): void {
-  into.add(relative);
-  if (!lstatSync(path.join(root, relative)).isDirectory()) return;
-  for (const name of readdirSync(path.join(root, relative))) walk(root, relative === '' ? name : `${relative}/${name}`, into);
-}
-
 /** What beadm diff makes of a delta (src/be/diff.ts): the paths it looks at, each with what btrfs said of it. */
 function seen(delta: SubvolumeDelta, rootA: string, rootB: string): Map<string, string> {
-  const paths = new Set<string>([...delta.changed.keys(), ...delta.vacated]);
-  for (const directory of delta.removedDirectories ?? []) walk(rootA, directory, paths);
-  for (const { from, to } of delta.moved) {
-    walk(rootA, from, paths);
-    walk(rootB, to, paths);
-  }
-  paths.delete('');
+  const paths = candidatePaths(delta, rootA, rootB);
   const facts = new Map<string, string>();
   for (const relative of paths) {
     const change = delta.changed.get(relative);
