@@ -85,11 +85,24 @@ function compareEntries(rootA: string, rootB: string, relative: string, written:
   return { path: displayPath(relative), a: entry(a), b: entry(b), sameContent };
 }
 
-/** Paths dpkg knows in the root at `root`: every package's file list and the diversions' targets, merged-/usr aliases resolved. */
-async function knownPaths(root: string, aliases: PathAliases, into: Set<string>): Promise<void> {
+/** Whether `a` and `b`, in two snapshots, are still the file they shared at the fork: same inode, size and change time. */
+function sameFile(a: string, b: string): boolean {
+  const x = lstatBytesSync(a);
+  const y = lstatBytesSync(b);
+  return x !== undefined && y !== undefined && x.ino === y.ino && x.size === y.size && x.ctimeNs === y.ctimeNs && x.mtimeNs === y.mtimeNs;
+}
+
+/**
+ * Paths dpkg knows in the root at `root`: every package's file list and the
+ * diversions' targets, merged-/usr aliases resolved. `readAlready`: a root
+ * whose lists were read with the same aliases; a list that is the same file
+ * there is not read again.
+ */
+async function knownPaths(root: string, aliases: PathAliases, into: Set<string>, readAlready?: string): Promise<void> {
   const info = path.join(root, 'var/lib/dpkg/info');
   for (const name of await listDirectory(info)) {
     if (packageOfListFile(name) === undefined) continue;
+    if (readAlready !== undefined && sameFile(path.join(readAlready, 'var/lib/dpkg/info', name), path.join(info, name))) continue;
     const text = (await readTextIfExists(path.join(info, name))) ?? '';
     for (const line of text.split('\n')) if (line.startsWith('/')) into.add(resolveAliases(line, aliases));
   }
@@ -131,7 +144,7 @@ export async function diffBootEnvironments(from: string, options: DiffOptions = 
     let packagesB: Map<string, InstalledPackage>;
     try {
       await knownPaths(rootA, aliasesA, known);
-      await knownPaths(rootB, aliasesB, known);
+      await knownPaths(rootB, aliasesB, known, JSON.stringify(aliasesA) === JSON.stringify(aliasesB) ? rootA : undefined);
       packagesA = parseDpkgStatus((await readTextIfExists(path.join(rootA, 'var/lib/dpkg/status'))) ?? '');
       packagesB = parseDpkgStatus((await readTextIfExists(path.join(rootB, 'var/lib/dpkg/status'))) ?? '');
     } finally {
