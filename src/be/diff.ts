@@ -3,8 +3,9 @@
  * one). Both are snapshotted read-only under @bootenv/.carry/diff-ID/ for the
  * duration (a crash leaves them to the next session's sweep), and their
  * trees name every path whose entry may differ without reading file data:
- * the blocks written since they forked (../btrfs/tree-changes.ts), or, for
- * two BEs whose common ancestor is gone, `btrfs send --no-data -p`. Paths of dpkg's (conffiles aside) are
+ * the blocks written since they forked (../btrfs/tree-changes.ts, its way
+ * to their common ancestor kept by ./ancestry.ts), or, when that ancestor is
+ * unknown, `btrfs send --no-data -p`. Paths of dpkg's (conffiles aside) are
  * counted from that alone; the others are looked at: lstat in both, and a
  * byte comparison of the regular files btrfs says were written (a rewrite
  * with the same bytes is no change). The two dpkg databases are
