@@ -6,27 +6,37 @@
  * subvolume deletes its root item, with whose snapshot it was and when it was
  * made. Before bootenv deletes one, it keeps that link in the state
  * (`ancestry`), and hands the links to bootenv-changes, which follows them
- * like root items. A link no living subvolume's way still passes through is
- * dropped. Pure.
+ * like root items. A link is kept while it joins two living subvolumes, and
+ * dropped when it does not (those BEs are gone, or all above it are): the
+ * state does not grow with the BEs' history. Pure.
  */
 import type { Subvolume } from '../btrfs/parse.js';
 import type { AncestryLink, BootenvState } from './state.js';
 
-/** The links still on the way up from some subvolume of `living` (through the other links). */
+/**
+ * The links that join living subvolumes of `living`: from each one up to its
+ * nearest living ancestor, or, when it has none, up to where its way first
+ * meets another living subvolume's way (their common ancestor, itself
+ * deleted). Links above that join no two of them, and go.
+ */
 function reachable(links: Record<string, AncestryLink>, living: readonly Subvolume[]): Record<string, AncestryLink> {
-  const byUuid = new Map(living.map((subvolume) => [subvolume.uuid, subvolume]));
-  const kept: Record<string, AncestryLink> = {};
-  for (const subvolume of living) {
+  const alive = new Set(living.map((subvolume) => subvolume.uuid));
+  const ways = living.map((subvolume) => {
+    const way: string[] = [];
     let parent = subvolume.parentUuid;
-    const seen = new Set<string>();
-    while (parent !== null && !seen.has(parent)) {
-      seen.add(parent);
-      if (byUuid.has(parent)) break;
-      const link = links[parent];
-      if (link === undefined) break;
-      kept[parent] = link;
-      parent = link.parentUuid;
+    while (parent !== null && !alive.has(parent) && !way.includes(parent) && links[parent] !== undefined) {
+      way.push(parent);
+      parent = (links[parent] as AncestryLink).parentUuid;
     }
+    return { way, toLiving: parent !== null && alive.has(parent) };
+  });
+  const passes = new Map<string, number>();
+  for (const { way } of ways) for (const uuid of way) passes.set(uuid, (passes.get(uuid) ?? 0) + 1);
+  const kept: Record<string, AncestryLink> = {};
+  for (const { way, toLiving } of ways) {
+    const meets = way.findIndex((uuid) => (passes.get(uuid) ?? 0) > 1);
+    const end = toLiving ? way.length : meets + 1;
+    for (const uuid of way.slice(0, end)) kept[uuid] = links[uuid] as AncestryLink;
   }
   return kept;
 }

@@ -32,6 +32,19 @@ describe('rememberAncestry and ancestryLinks', () => {
     expect(rememberAncestry(state, [all[4]!], [])).toBe(false);
   });
 
+  it('does not grow with the history: links above the oldest living BE go, and above the place two ways meet', () => {
+    // A line of upgrades 1 <- 2 <- ... <- 9, each deleted in turn but the last three.
+    const line = Array.from({ length: 9 }, (_, n) => subvolume(n + 1, n === 0 ? null : n, 10 * (n + 1)));
+    const state = newState('@');
+    rememberAncestry(state, line, line.slice(0, 6));
+    expect(state.ancestry).toBeUndefined();
+    // Siblings 11 and 12 of 10, which goes with its own parents 8 and 9: the way from each meets at 10; above it nothing joins them.
+    const family = [...line.slice(6), subvolume(10, 9, 100), subvolume(11, 10, 110), subvolume(12, 10, 120)];
+    rememberAncestry(state, family, family.filter((entry) => [uuid(7), uuid(8), uuid(9), uuid(10)].includes(entry.uuid)));
+    expect(Object.keys(state.ancestry ?? {})).toEqual([uuid(10)]);
+    expect(ancestryLinks(state, family.filter((entry) => [uuid(11), uuid(12)].includes(entry.uuid)))).toEqual([{ uuid: uuid(10), parentUuid: uuid(9), generation: 100 }]);
+  });
+
   it('keeps nothing for a subvolume made from none, or listed without its creation generation', () => {
     const state = newState('@');
     const { createdGeneration: _, ...unlisted } = subvolume(2, 1, 20);
