@@ -225,10 +225,10 @@ export function deltaOfTrees(changes: Extract<TreeChanges, { related: true }>): 
     const pathsB = after?.item === undefined ? [] : pathsOf(b, objectid, after);
     const itemA = before?.item;
     const itemB = after?.item;
-    if (itemA !== undefined && itemB !== undefined && itemA.generation === itemB.generation && itemA.generation <= changes.forkGeneration) {
+    if (before !== undefined && after !== undefined && itemA !== undefined && itemB !== undefined && itemA.generation === itemB.generation && itemA.generation <= changes.forkGeneration) {
       // A directory's size is the length of its names: its entries are compared below, name by name.
-      const content = !isDirectory(itemB) && (itemA.size !== itemB.size || before?.extents !== after?.extents);
-      const metadata = itemA.mode !== itemB.mode || itemA.uid !== itemB.uid || itemA.gid !== itemB.gid || itemA.rdev !== itemB.rdev || itemA.flags !== itemB.flags || before?.xattrs !== after?.xattrs;
+      const content = !isDirectory(itemB) && (itemA.size !== itemB.size || before.extents !== after.extents);
+      const metadata = itemA.mode !== itemB.mode || itemA.uid !== itemB.uid || itemA.gid !== itemB.gid || itemA.rdev !== itemB.rdev || itemA.flags !== itemB.flags || before.xattrs !== after.xattrs;
       const gone = pathsA.filter((path) => !pathsB.includes(path));
       let moves = 0;
       for (const path of pathsB) {
@@ -243,12 +243,12 @@ export function deltaOfTrees(changes: Extract<TreeChanges, { related: true }>): 
       for (const path of gone) delta.vacated.add(path);
       // A directory's lost and new names: the inodes behind them need not be in either tree's new blocks.
       if (isDirectory(itemA) && isDirectory(itemB) && pathsA[0] !== undefined && pathsB[0] !== undefined) {
-        for (const [name, child] of before!.entries) {
-          if (after!.entries.get(name) === child) continue;
+        for (const [name, child] of before.entries) {
+          if (after.entries.get(name) === child) continue;
           delta.vacated.add(join(pathsA[0], name));
-          if (before!.directoryEntries?.has(name) === true) removedDirectories.add(join(pathsA[0], name));
+          if (before.directoryEntries?.has(name) === true) removedDirectories.add(join(pathsA[0], name));
         }
-        for (const [name, child] of after!.entries) if (before!.entries.get(name) !== child) arrive(join(pathsB[0], name), { arrived: true, movedFrom: null, content: true, metadata: false });
+        for (const [name, child] of after.entries) if (before.entries.get(name) !== child) arrive(join(pathsB[0], name), { arrived: true, movedFrom: null, content: true, metadata: false });
       }
     } else {
       for (const path of pathsA) delta.vacated.add(path);
@@ -259,8 +259,15 @@ export function deltaOfTrees(changes: Extract<TreeChanges, { related: true }>): 
   // A directory moved away is walked as moved, not as removed.
   for (const { from } of delta.moved) removedDirectories.delete(from);
   // Only the topmost entry of a moved subtree is listed, as for send; what moved with it and did not change is not.
-  const within = ({ from, to }: { from: string; to: string }) =>
-    delta.moved.some((outer) => outer.from !== from && from.startsWith(`${outer.from}/`) && to === `${outer.to}${from.slice(outer.from.length)}`);
+  const movedTo = new Map<string, string[]>();
+  for (const { from, to } of delta.moved) movedTo.set(from, [...(movedTo.get(from) ?? []), to]);
+  // By the directories above `from`, not by every other move: a moved directory's candidates below it are many.
+  const within = ({ from, to }: { from: string; to: string }) => {
+    for (let slash = from.lastIndexOf('/'); slash > 0; slash = from.lastIndexOf('/', slash - 1)) {
+      if (movedTo.get(from.slice(0, slash))?.some((outer) => to === `${outer}${from.slice(slash)}`) === true) return true;
+    }
+    return false;
+  };
   const carried = delta.moved.filter(within);
   delta.moved = delta.moved.filter((move) => !within(move));
   for (const { from, to } of carried) {

@@ -100,6 +100,25 @@ describe('parseTreeChanges and deltaOfTrees', () => {
     expect([...delta.vacated]).toEqual(['log']);
   });
 
+  it('lists a moved directory once, not what moved with it unchanged', () => {
+    const side = (number: number, parent: number, name: string, at: string) =>
+      Buffer.concat([
+        inode(number, 256, { generation: 1, mode: DIRECTORY }),
+        inode(number, 257, { generation: 1, mode: DIRECTORY }), ref(number, 257, 256, 'opt'),
+        inode(number, 258, { generation: 1, mode: DIRECTORY }), ref(number, 258, 256, 'srv'),
+        inode(number, 500, { generation: 2, mode: DIRECTORY }), ref(number, 500, parent, name), hashes(number, 500, 1),
+        inode(number, 501, { generation: 2, mode: FILE }), ref(number, 501, 500, 'deep'), hashes(number, 501, 7),
+        directoryPath(number, 256, ''), directoryPath(number, 257, 'opt'), directoryPath(number, 258, 'srv'), directoryPath(number, 500, at),
+      ]);
+    const changes = parseTreeChanges(Buffer.concat([Buffer.from('G'), u64(FORK), side(0, 257, 'moved', 'opt/moved'), side(1, 258, 'here', 'srv/here'), Buffer.from('E')]));
+    if (!changes.related) throw new Error('related expected');
+    const delta = deltaOfTrees(changes);
+    expect(delta.moved).toEqual([{ from: 'opt/moved', to: 'srv/here' }]);
+    expect([...delta.changed.keys()]).toEqual(['srv/here']);
+    expect([...delta.vacated]).toEqual(['opt/moved']);
+    expect([...(delta.removedDirectories ?? [])]).toEqual([]);
+  });
+
   it('reads "no common ancestor", and refuses output that is cut short, runs on or holds an unknown record', () => {
     expect(parseTreeChanges(Buffer.from('U'))).toEqual({ related: false });
     const whole = sample();
