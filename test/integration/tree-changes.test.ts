@@ -202,6 +202,13 @@ describe('bootenv-changes against btrfs send', () => {
       expect(seen(linked as SubvolumeDelta, path.join(top, 'first-ro'), path.join(top, 'leaf-ro'))).toEqual(seen(sent, path.join(top, 'first-ro'), path.join(top, 'leaf-ro')));
       expect([...(linked as SubvolumeDelta).changed.keys()]).toEqual(['b']);
       await expect(treeChanges(path.join(top, 'first-ro'), path.join(top, 'leaf-ro'), [{ ...link, uuid: 'not-a-uuid' }], HELPER)).rejects.toThrow(/not a link/);
+      // The helper's own exit codes, as its header gives them: 2 for a malformed link or usage, 1 for a path it cannot read.
+      const malformed = await execa(HELPER, [path.join(top, 'first-ro'), path.join(top, 'leaf-ro'), 'not-a-link'], { reject: false });
+      expect([malformed.exitCode, malformed.stdout]).toEqual([2, '']);
+      expect((await execa(HELPER, [path.join(top, 'first-ro')], { reject: false })).exitCode).toBe(2);
+      const unreadable = await execa(HELPER, [path.join(top, 'first-ro'), path.join(top, 'missing')], { reject: false });
+      expect(unreadable.exitCode).toBe(1);
+      expect(unreadable.stderr).toMatch(/bootenv-changes: .*missing: No such file or directory/);
       await expect(treeChanges(path.join(top, 'first-ro'), path.join(top, 'missing'), [], HELPER)).rejects.toThrow(/bootenv-changes/);
     });
   });
