@@ -43,6 +43,24 @@ export interface SubvolumeDelta {
 
 const GONE = Symbol('gone');
 
+/**
+ * Whether moving `from` to `to` is only what the move of a directory above
+ * it did: `moves` maps each moved path to where it went. Looks at the
+ * directories above `from`, not at every move (a moved subtree's entries are
+ * many).
+ */
+export function movedWithDirectory(moves: ReadonlyMap<string, readonly string[]>, from: string, to: string): boolean {
+  for (let slash = from.lastIndexOf('/'); slash > 0; slash = from.lastIndexOf('/', slash - 1)) {
+    if (moves.get(from.slice(0, slash))?.some((outer) => to === `${outer}${from.slice(slash)}`) === true) return true;
+  }
+  return false;
+}
+
+/** Adds the move of `from` to `to` to `moves`. */
+export function addMove(moves: Map<string, string[]>, from: string, to: string): void {
+  moves.set(from, [...(moves.get(from) ?? []), to]);
+}
+
 class Name {
   readonly children = new Map<string, Name | typeof GONE>();
   content = false;
@@ -139,13 +157,16 @@ export class ChangeTracker {
   finish(): SubvolumeDelta {
     if (!this.finished) throw new BootenvError('PARSE', 'send stream: no END command');
     const delta: SubvolumeDelta = { changed: new Map(), vacated: new Set(this.removed), moved: [] };
+    const moves = new Map<string, string[]>();
     const visit = (entry: Name, path: string) => {
       const moved = entry.basePath !== null && entry.basePath !== path;
       if (moved) {
         delta.vacated.add(entry.basePath as string);
         // Only the topmost entry of a moved subtree is listed; the rest moved with it.
-        const within = delta.moved.some(({ from, to }) => (entry.basePath as string).startsWith(`${from}/`) && path === `${to}${(entry.basePath as string).slice(from.length)}`);
-        if (!within) delta.moved.push({ from: entry.basePath as string, to: path });
+        if (!movedWithDirectory(moves, entry.basePath as string, path)) {
+          delta.moved.push({ from: entry.basePath as string, to: path });
+          addMove(moves, entry.basePath as string, path);
+        }
       }
       if (entry.basePath === null || moved || entry.content || entry.metadata || entry.times !== null) {
         delta.changed.set(path, {

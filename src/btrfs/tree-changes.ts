@@ -14,7 +14,7 @@
  * Throws PARSE on output that is cut short or malformed.
  */
 import { BootenvError } from '../errors.js';
-import type { EntryChange, SubvolumeDelta } from './send-changes.js';
+import { addMove, movedWithDirectory, type EntryChange, type SubvolumeDelta } from './send-changes.js';
 
 const INODE_ITEM = 1;
 const INODE_REF = 12;
@@ -259,15 +259,9 @@ export function deltaOfTrees(changes: Extract<TreeChanges, { related: true }>): 
   // A directory moved away is walked as moved, not as removed.
   for (const { from } of delta.moved) removedDirectories.delete(from);
   // Only the topmost entry of a moved subtree is listed, as for send; what moved with it and did not change is not.
-  const movedTo = new Map<string, string[]>();
-  for (const { from, to } of delta.moved) movedTo.set(from, [...(movedTo.get(from) ?? []), to]);
-  // By the directories above `from`, not by every other move: a moved directory's candidates below it are many.
-  const within = ({ from, to }: { from: string; to: string }) => {
-    for (let slash = from.lastIndexOf('/'); slash > 0; slash = from.lastIndexOf('/', slash - 1)) {
-      if (movedTo.get(from.slice(0, slash))?.some((outer) => to === `${outer}${from.slice(slash)}`) === true) return true;
-    }
-    return false;
-  };
+  const moves = new Map<string, string[]>();
+  for (const { from, to } of delta.moved) addMove(moves, from, to);
+  const within = ({ from, to }: { from: string; to: string }) => movedWithDirectory(moves, from, to);
   const carried = delta.moved.filter(within);
   delta.moved = delta.moved.filter((move) => !within(move));
   for (const { from, to } of carried) {
